@@ -1,0 +1,19 @@
+"""mbe_mpi: many-body expansion (MBE) calculations in parallel over MPI or local processes.
+
+Results equal QCManyBody's sequential ``ManyBodyComputer`` (same QCEngine calls, same assembly
+through ``ManyBodyCore.analyze``); only the running of the fragment QC tasks is parallel.
+
+Importing the package registers the QCEngine programs ``pyscf`` and ``tblite``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .harnesses import register_all as _register_all
+
+_register_all()
+
+from .api import compute  # noqa: E402
+
+__all__ = ["compute", "__version__"]

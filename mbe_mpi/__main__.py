@@ -1,0 +1,115 @@
+"""Command line: parse, validate, choose transport, run, write, exit code.
+
+Exit codes: 0 success; 1 a QC task failed; 2 bad input or options (one readable line, no
+traceback, on every rank); 3 internal error (traceback in the log); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  python -m mbe_mpi examples/water3_gfn2.yaml                      # local worker processes
+  python -m mbe_mpi examples/water3_gfn2.yaml --n-workers 2 -o out.json
+  mpiexec -n 4 python -m mbe_mpi examples/water3_mp2_cp.yaml       # rank 0 master, 3 worker ranks
+
+exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mbe_mpi",
+        description="Run a many-body expansion in parallel (MPI or local processes) with exactly "
+        "QCManyBody's numbers. INPUT is a QCSchema ManyBodyInput JSON or a friendly JSON/YAML file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("input", metavar="INPUT", help="input file (.json, .yaml, .yml)")
+    parser.add_argument("-o", "--output", metavar="OUT.json",
+                        help="where to write the ManyBodyResult JSON (default: INPUT stem + .result.json, beside INPUT)")
+    parser.add_argument("--n-workers", type=int, metavar="K",
+                        help="local worker processes when not under mpiexec (default: usable cores)")
+    parser.add_argument("--threads-per-task", type=int, metavar="N", help="threads for each QC task (default 1)")
+    parser.add_argument("--memory-per-task", type=float, metavar="GiB",
+                        help="memory for each QC task (default: an even share of the node per worker)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE on every rank first (registers a site's QCEngine harness); repeatable")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--version", action="version", version=f"mbe_mpi {__version__}")
+    return parser
+
+
+def _rank() -> int:
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+def default_output_path(input_path: str) -> Path:
+    path = Path(input_path)
+    return path.with_name(path.stem + ".result.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = _rank()
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="mbe_mpi %(levelname)s: %(message)s" if rank == 0
+                        else f"mbe_mpi[rank {rank}] %(levelname)s: %(message)s")
+    say = (lambda text: None) if (args.quiet or rank != 0) else print
+
+    from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_TASK_FAILED, InputError, TaskFailedError
+
+    try:
+        from .inputs import load_input
+        from .runner import run
+
+        def prepare():
+            mbi, options = load_input(args.input)
+            options = options.merged(
+                n_workers=args.n_workers,
+                threads_per_task=args.threads_per_task,
+                memory_per_task=args.memory_per_task,
+                plugins=tuple(args.plugin),
+            )
+            return mbi, options
+
+        result = run(prepare)
+    except InputError as exc:
+        if rank == 0:
+            print(f"mbe_mpi: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except TaskFailedError as exc:
+        if rank == 0:
+            print(f"mbe_mpi: error: {exc}", file=sys.stderr)
+        return EXIT_TASK_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        print(f"mbe_mpi: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+    if result is None:  # a worker rank
+        return EXIT_OK
+    output = Path(args.output) if args.output else default_output_path(args.input)
+    output.write_text(result.model_dump_json())
+    from .report import summary
+
+    say(summary(result, str(output)))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Exponential back-off for polling loops (the idea of mpi4py.futures' ``Backoff``).
+
+Reset on activity, grow while idle, capped: a polling loop answers in microseconds when busy and
+costs almost no CPU when nothing happens.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Backoff:
+    """Exponential sleep for polling loops: reset on activity, grow while idle, capped."""
+
+    def __init__(self, minimum: float = 1e-6, maximum: float = 1e-3):
+        self.minimum = minimum
+        self.maximum = maximum
+        self.delay = 0.0
+
+    def reset(self) -> None:
+        self.delay = 0.0
+
+    def next_delay(self) -> float:
+        delay = self.delay
+        self.delay = min(self.maximum, max(self.minimum, delay * 2))
+        return delay
+
+    def sleep(self) -> None:
+        time.sleep(self.next_delay())

@@ -1,0 +1,92 @@
+"""Run one QC task through QCEngine, on a worker. Failures come back as data (a TaskError).
+
+The worker context is built once per worker process from the full ManyBodyInput: QCManyBody's
+computer (for ``ManyBodyCore`` and the atomic specifications) and the QCEngine TaskConfig. Starting
+a Python process and configuring QCEngine costs seconds, so this happens once per run, never per
+task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from typing import Any
+
+import qcengine
+from qcmanybody import ManyBodyCore
+from qcmanybody.models.v2 import ManyBodyInput
+from qcmanybody.utils import labeler
+
+from .fragments import build_atomic_input, build_fragment_molecule
+from .plan import atomic_specifications, make_computer
+from .protocol import ResultMessage, TaskError, TaskSpec
+
+
+def default_memory_per_task(workers_on_node: int) -> float:
+    """An even share (GiB) of this node's memory per worker, keeping QCEngine's 10% safety margin.
+
+    QCEngine's default gives *each* task 90% of the node, so several ranks on one node would
+    oversubscribe it (QCEngine issue 415).
+    """
+    node_memory = qcengine.config.get_global("memory")  # GiB
+    return round(node_memory * 0.9 / max(1, workers_on_node), 3)
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """What a worker needs to turn a TaskSpec into a result: built once per worker process."""
+
+    core: ManyBodyCore
+    model_chemistries: tuple[str, ...]
+    specifications: dict[str, dict[str, Any]]
+    task_config: dict[str, Any]
+    keep_atomic_results: bool
+    rank: int
+
+    @classmethod
+    def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float) -> WorkerContext:
+        computer = make_computer(mbi)
+        core = computer.qcmb_core
+        keep = mbi.specification.protocols.cluster_results == "all"
+        # retries=0: QCEngine's own retries are for "random errors"; retrying is the scheduler's job.
+        task_config = {"ncores": threads, "memory": memory_gib, "retries": 0}
+        return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank)
+
+    def label(self, task: TaskSpec) -> str:
+        return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
+
+
+def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
+    """Build the fragment molecule, run QCEngine, and package the outcome (never raises)."""
+    start = time.perf_counter()
+    label = ctx.label(task)
+
+    def failure(kind: str, message: str, tb: str = "") -> ResultMessage:
+        error = TaskError(kind, message, tb, label, ctx.rank, task.attempt)
+        return ResultMessage(task.task_id, ctx.rank, time.perf_counter() - start, error=error)
+
+    try:
+        mc = ctx.model_chemistries[task.mc_index]
+        spec = ctx.specifications[mc]
+        molecule = build_fragment_molecule(ctx.core, task.real, task.basis)
+        atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
+        result = qcengine.compute(atomic_input, spec["program"], raise_error=False, task_config=ctx.task_config)
+    except Exception as exc:
+        return failure("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+    if not result.success:
+        err = result.error
+        return failure(err.error_type, err.error_message.strip().splitlines()[-1] if err.error_message else "",
+                       err.error_message or "")
+
+    props = result.properties
+    return ResultMessage(
+        task.task_id,
+        ctx.rank,
+        time.perf_counter() - start,
+        energy=props.return_energy,
+        gradient=props.return_gradient,
+        hessian=props.return_hessian,
+        atomic_result_json=result.model_dump_json() if ctx.keep_atomic_results else None,
+    )

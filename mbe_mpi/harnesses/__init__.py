@@ -1,0 +1,64 @@
+"""QCEngine program harnesses that mbe_mpi registers (PySCF, tblite), and model checks.
+
+Registering them with QCEngine (rather than calling PySCF directly) is what lets QCManyBody's own
+sequential ``ManyBodyComputer`` run the very same code, which is how exactness is tested.
+
+Each harness class may define ``check_model(method, basis, driver, keywords)`` that raises
+:class:`~mbe_mpi.errors.InputError` for a method/basis/driver it cannot do, so bad input is refused
+before any QC work starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import qcengine
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# module name -> harness class name; imported lazily so a missing optional program is not an error
+_OUR_HARNESSES = {
+    "pyscf": ("mbe_mpi.harnesses.pyscf", "PySCFHarness"),
+    "tblite": ("mbe_mpi.harnesses.tblite", "TBLiteHarness"),
+}
+
+
+def register_all() -> None:
+    """Register our harnesses with QCEngine unless QCEngine already has a program of that name."""
+    known = qcengine.list_all_programs()
+    for name, (module, cls) in _OUR_HARNESSES.items():
+        if name in known:
+            continue
+        harness_cls = getattr(importlib.import_module(module), cls)
+        qcengine.register_program(harness_cls())
+
+
+def import_plugins(modules: tuple[str, ...] | list[str]) -> None:
+    """Import user plugin modules (which register their own QCEngine programs)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any failure inside a user's module is a user problem
+            raise InputError(f"plugin module {module!r} could not be imported: {type(exc).__name__}: {exc}") from exc
+
+
+def check_model_chemistry(program: str, method: str, basis: str | None, driver: str, keywords: dict | None = None) -> None:
+    """Refuse a program/method/basis/driver combination that cannot run, naming what is available."""
+    name = program.lower()
+    all_programs = qcengine.list_all_programs()
+    if name not in all_programs:
+        available = sorted(qcengine.list_available_programs())
+        raise InputError(f"unknown program {program!r}; programs available here: {', '.join(available)}")
+    harness = qcengine.get_program(name, check=False)
+    if not harness.found():
+        available = sorted(qcengine.list_available_programs())
+        raise InputError(
+            f"program {program!r} is known to QCEngine but not installed here; "
+            f"programs available here: {', '.join(available)}"
+        )
+    check = getattr(harness, "check_model", None)
+    if check is not None:
+        check(method, basis, driver, dict(keywords or {}))

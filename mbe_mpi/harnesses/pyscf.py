@@ -1,0 +1,495 @@
+"""QCEngine harness that runs PySCF in-process: HF, MP2 and any libxc DFT functional.
+
+QCEngine 0.52 ships no PySCF harness, and mbe_mpi needs one that both its parallel workers and
+QCManyBody's sequential ``ManyBodyComputer`` call through ``qcengine.compute(..., "pyscf")``: only then
+are the fragment numbers produced by the very same code and comparable bit for bit.
+
+Design points (each is something an MBE needs, not a nicety):
+
+* Ghost atoms (``molecule.real[i] is False``, counterpoise) become PySCF ``ghost-X`` atoms, which carry
+  the element's basis functions but no nuclear charge and no electrons. They stay in the PySCF
+  molecule, so gradients and Hessians have rows for every atom of the computed molecule -- which is
+  what QCManyBody expects (basis functions move with ghost centres, so the forces there are nonzero).
+* The OpenMP thread count is ``TaskConfig.ncores`` capped by the ``OMP_NUM_THREADS`` that was set when
+  this module was imported. QCEngine rewrites ``OMP_NUM_THREADS`` to ``ncores`` while a task runs, so
+  reading it then would be useless; the launch-time value is what the user asked for and what a
+  reference run uses, and a different thread count may change the last bits of a result.
+* PySCF is kept silent (``verbose = 0``); with the ``verbose`` keyword its log goes into the result's
+  ``stdout`` instead of the terminal.
+* A non-converged SCF raises :class:`qcengine.exceptions.ConvergenceError`, so QCEngine reports a
+  ``FailedOperation`` rather than returning numbers nobody should use.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import qcengine.exceptions as qcng_exc
+from qcelemental.models.v2 import AtomicResult, Provenance
+from qcelemental.util import safe_version, which_import
+from qcengine.programs.model import ProgramHarness
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from qcelemental.models.v2 import AtomicInput
+    from qcengine.config import TaskConfig
+
+__all__ = ["PySCFHarness", "ACCEPTED_KEYWORDS"]
+
+
+def _read_thread_cap(value: str | None) -> int | None:
+    """Turn an ``OMP_NUM_THREADS`` string into a positive thread cap, or ``None`` for no cap."""
+    if value is None:
+        return None
+    try:
+        # OpenMP allows a list ("4,2") for nested levels; the first entry is the outer level
+        cap = int(value.split(",")[0].strip())
+    except ValueError:
+        return None
+    return cap if cap > 0 else None
+
+
+#: ``OMP_NUM_THREADS`` when this module was first imported (``None``: unset, no cap). Read once here
+#: because QCEngine overwrites the variable with ``ncores`` for the duration of every task.
+_LAUNCH_OMP_THREADS: int | None = _read_thread_cap(os.environ.get("OMP_NUM_THREADS"))
+
+_HF_NAMES = ("hf", "scf")
+_MP2_NAMES = ("mp2",)
+_DRIVERS = ("energy", "gradient", "hessian")
+_REFERENCES = ("rhf", "uhf", "rohf")
+_INIT_GUESSES = ("minao", "atom", "huckel", "mod_huckel", "hcore", "1e", "sap", "vsap")
+
+#: keyword -> what it sets in PySCF (also the text of the "accepted keywords" error)
+ACCEPTED_KEYWORDS: dict[str, str] = {
+    "auxbasis": "auxiliary basis for density fitting (mf.density_fit(auxbasis=...))",
+    "conv_tol": "SCF energy convergence threshold (mf.conv_tol)",
+    "conv_tol_grad": "SCF orbital-gradient convergence threshold (mf.conv_tol_grad)",
+    "density_fit": "use density fitting for the SCF (mf.density_fit())",
+    "diis_space": "number of DIIS vectors (mf.diis_space)",
+    "frozen": "number of frozen core orbitals in MP2 (mp.MP2(mf, frozen=...))",
+    "grids_level": "DFT integration grid level 0-9 (mf.grids.level)",
+    "init_guess": f"SCF initial guess, one of {', '.join(_INIT_GUESSES)} (mf.init_guess)",
+    "level_shift": "virtual-orbital level shift in Hartree (mf.level_shift)",
+    "max_cycle": "maximum number of SCF iterations (mf.max_cycle)",
+    "reference": "rhf, uhf or rohf (RKS/UKS/ROKS for DFT); default rhf for closed-shell singlets, else uhf",
+    "verbose": "PySCF log level 0-9 (mol.verbose); the log is returned as the result's stdout",
+}
+
+
+def _method_kind(method: str) -> str:
+    """Classify a lower-case method name as "hf", "mp2" or "dft" (no validation of DFT names)."""
+    if method in _HF_NAMES:
+        return "hf"
+    if method in _MP2_NAMES:
+        return "mp2"
+    return "dft"
+
+
+def _driver_name(driver: Any) -> str:
+    """Plain lower-case driver name from a DriverEnum or a string."""
+    return str(getattr(driver, "value", driver)).lower()
+
+
+def _fail(message: str) -> None:
+    """Raise mbe_mpi's user-facing error (kept in one place so the message style stays uniform)."""
+    raise InputError(message)
+
+
+def _check_functional(method: str) -> None:
+    """Refuse a DFT functional name that PySCF/libxc cannot evaluate, before any QC work starts."""
+    from pyscf.dft import libxc
+    from pyscf.scf import dispersion
+
+    unknown = (
+        f"PySCF does not know method {method!r}; available: hf (or scf), mp2, "
+        f"or any libxc functional, e.g. b3lyp, pbe, pbe0, wb97x"
+    )
+    try:
+        xc, _nlc, disp = dispersion.parse_dft(method)
+    except NotImplementedError as exc:
+        _fail(f"PySCF cannot run method {method!r} ({exc}); use a plain libxc functional such as b3lyp or pbe0")
+    try:
+        libxc.parse_xc(xc)
+    except Exception:  # libxc raises KeyError for unknown names, ValueError/others for malformed strings
+        _fail(unknown)
+    if disp and dispersion.dispersion is None:
+        _fail(
+            f"method {method!r} asks for a {disp} dispersion correction, which needs the pyscf-dispersion "
+            f"package (not installed); use the functional without the dispersion suffix"
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _basis_known(name: str) -> bool:
+    """True if PySCF can load basis ``name`` for at least one common element.
+
+    Loading a single element's shells is cheap (~1 ms) and uses PySCF's own name resolution, so aliases
+    such as "6-31g*", "def2-svp" or "unc-cc-pvdz" behave exactly as in the calculation. Several elements
+    are tried because some sets (e.g. cc-pvdz-pp) only exist for heavy atoms.
+    """
+    from pyscf.gto import basis as pyscf_basis
+
+    stem = name[3:] if name.lower().startswith("unc") else name  # PySCF's "uncontracted" prefix
+    for element in ("H", "C", "O", "Li", "Xe", "Au"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "install basis-set-exchange" hints are not our message
+                if pyscf_basis.load(stem, element):
+                    return True
+        except Exception:  # BasisNotFoundError, or a parse error for a garbage name
+            continue
+    return False
+
+
+def _check_keywords(keywords: dict[str, Any], kind: str, driver: str) -> None:
+    """Refuse unknown keywords and values PySCF would reject or silently misuse."""
+    unknown = sorted(set(keywords) - set(ACCEPTED_KEYWORDS))
+    if unknown:
+        _fail(
+            f"PySCF harness does not accept keyword(s) {', '.join(map(repr, unknown))}; "
+            f"accepted keywords: {', '.join(sorted(ACCEPTED_KEYWORDS))}"
+        )
+
+    def number(key: str, *, integer: bool, minimum: float, strict: bool = False, maximum: float | None = None) -> None:
+        if key not in keywords:
+            return
+        value = keywords[key]
+        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+        ok = ok_type and not isinstance(value, bool)
+        if ok:
+            ok = value > minimum if strict else value >= minimum
+            if maximum is not None:
+                ok = ok and value <= maximum
+        if not ok:
+            what = "an integer" if integer else "a number"
+            bound = f"> {minimum}" if strict else f">= {minimum}"
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            _fail(f"PySCF keyword {key!r} must be {what} {bound}{upper}, got {value!r}")
+
+    number("conv_tol", integer=False, minimum=0, strict=True)
+    number("conv_tol_grad", integer=False, minimum=0, strict=True)
+    number("max_cycle", integer=True, minimum=0)
+    number("level_shift", integer=False, minimum=0)
+    number("diis_space", integer=True, minimum=1)
+    number("grids_level", integer=True, minimum=0, maximum=9)
+    number("frozen", integer=True, minimum=0)
+    number("verbose", integer=True, minimum=0, maximum=9)
+
+    if "init_guess" in keywords:
+        guess = keywords["init_guess"]
+        if not isinstance(guess, str) or guess.lower() not in _INIT_GUESSES:
+            _fail(f"PySCF keyword 'init_guess' must be one of {', '.join(_INIT_GUESSES)}, got {guess!r}")
+        if guess.lower() == "vsap" and kind != "dft":
+            _fail("PySCF init_guess 'vsap' is only available for DFT methods; use minao, atom, huckel or sap")
+    if "density_fit" in keywords and not isinstance(keywords["density_fit"], bool):
+        _fail(f"PySCF keyword 'density_fit' must be true or false, got {keywords['density_fit']!r}")
+    if "auxbasis" in keywords:
+        aux = keywords["auxbasis"]
+        if not keywords.get("density_fit", False):
+            _fail("PySCF keyword 'auxbasis' only applies with density_fit: true")
+        if not isinstance(aux, str) or not aux.strip() or not _basis_known(aux.strip()):
+            _fail(
+                f"PySCF does not know auxiliary basis {aux!r}; use a name such as def2-universal-jkfit or cc-pvdz-jkfit"
+            )
+    if "reference" in keywords:
+        ref = keywords["reference"]
+        if not isinstance(ref, str) or ref.lower() not in _REFERENCES:
+            _fail(f"PySCF keyword 'reference' must be one of {', '.join(_REFERENCES)}, got {ref!r}")
+    if "frozen" in keywords and kind != "mp2":
+        _fail("PySCF keyword 'frozen' (frozen core orbitals) only applies to method mp2")
+    if "grids_level" in keywords and kind != "dft":
+        _fail("PySCF keyword 'grids_level' only applies to DFT methods, not hf or mp2")
+
+    reference = str(keywords.get("reference", "")).lower()
+    if reference == "rohf" and kind == "mp2":
+        _fail("PySCF mp2 is available with reference rhf or uhf, not rohf")
+    if reference == "rohf" and driver == "hessian":
+        _fail("PySCF has no analytic hessian for reference rohf (ROHF/ROKS); use reference uhf")
+    if kind == "mp2" and driver == "gradient" and keywords.get("density_fit", False):
+        _fail("PySCF has no density-fitted mp2 gradient; set density_fit: false for mp2 gradients")
+
+
+def _atoms_and_basis(molecule: Any, basis: str) -> tuple[list[tuple[str, tuple[float, float, float]]], dict[str, str]]:
+    """PySCF atom list (bohr) and basis dict for a QCSchema molecule, ghosts as ``ghost-X`` atoms.
+
+    PySCF treats a symbol prefixed with ``ghost-`` (or ``X-``) as a charge-free centre; its basis is looked
+    up under that label, so the dict names the element's basis for every ghost label explicitly. This is
+    the documented PySCF way of doing counterpoise corrections (see pyscf/gto/mole.py, ``is_ghost_atom``).
+    """
+    atoms = []
+    basis_dict: dict[str, str] = {}
+    for symbol, xyz, real in zip(molecule.symbols, molecule.geometry, molecule.real, strict=True):
+        element = symbol.capitalize()
+        label = element if real else f"ghost-{element}"
+        atoms.append((label, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+        basis_dict[label] = basis
+    return atoms, basis_dict
+
+
+def _build_mole(input_data: AtomicInput, config: TaskConfig, verbose: int, stdout: io.StringIO) -> Any:
+    """PySCF ``Mole`` for the input molecule: bohr geometry, charge, spin = multiplicity - 1, ghosts."""
+    from pyscf import gto
+
+    molecule = input_data.molecule
+    if not any(bool(r) for r in molecule.real):
+        raise qcng_exc.InputError("PySCF cannot compute a molecule whose atoms are all ghosts (no electrons)")
+
+    basis = input_data.specification.model.basis
+    atoms, basis_dict = _atoms_and_basis(molecule, basis)
+
+    mol = gto.Mole()
+    mol.atom = atoms
+    mol.unit = "Bohr"
+    mol.basis = basis_dict
+    mol.charge = int(round(float(molecule.molecular_charge)))
+    mol.spin = int(round(float(molecule.molecular_multiplicity))) - 1
+    mol.verbose = verbose
+    mol.stdout = stdout
+    if config.memory is not None:
+        mol.max_memory = float(config.memory) * 1024.0  # TaskConfig memory is GiB, PySCF wants MB
+    try:
+        mol.build(dump_input=False, parse_arg=False)  # dump_input would copy the running script into the log
+    except Exception as exc:  # BasisNotFoundError, or RuntimeError for charge/spin that do not fit
+        raise qcng_exc.InputError(f"PySCF could not build the molecule with basis {basis!r}: {exc}") from exc
+    return mol
+
+
+def _make_scf(mol: Any, kind: str, method: str, keywords: dict[str, Any]) -> Any:
+    """SCF object (RHF/UHF/ROHF or RKS/UKS/ROKS) with the keyword settings applied, not yet run."""
+    from pyscf import dft, scf
+
+    closed_shell = mol.spin == 0
+    reference = str(keywords.get("reference", "rhf" if closed_shell else "uhf")).lower()
+    if reference == "rhf" and not closed_shell:
+        raise qcng_exc.InputError(
+            f"reference rhf needs a closed-shell singlet, but the molecule has multiplicity {mol.spin + 1}; "
+            "use reference uhf or rohf"
+        )
+
+    if kind == "dft":
+        cls = {"rhf": dft.RKS, "uhf": dft.UKS, "rohf": dft.ROKS}[reference]
+        mf = cls(mol, xc=method)
+        if "grids_level" in keywords:
+            mf.grids.level = int(keywords["grids_level"])
+    else:
+        cls = {"rhf": scf.RHF, "uhf": scf.UHF, "rohf": scf.ROHF}[reference]
+        mf = cls(mol)
+
+    if keywords.get("density_fit", False):
+        mf = mf.density_fit(auxbasis=keywords.get("auxbasis"))
+    for key in ("conv_tol", "conv_tol_grad", "level_shift"):
+        if key in keywords:
+            setattr(mf, key, float(keywords[key]))
+    for key in ("max_cycle", "diis_space"):
+        if key in keywords:
+            setattr(mf, key, int(keywords[key]))
+    if "init_guess" in keywords:
+        mf.init_guess = str(keywords["init_guess"]).lower()
+    return mf
+
+
+def _derivatives(obj: Any, driver: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Analytic gradient (natom x 3) and, for the hessian driver, Hessian (3N x 3N) of a converged method."""
+    if driver == "energy":
+        return None, None
+    gradient = np.asarray(obj.nuc_grad_method().kernel(), dtype=float)
+    if driver != "hessian":
+        return gradient, None
+    hess4 = np.asarray(obj.Hessian().kernel(), dtype=float)  # (natm, natm, 3, 3)
+    natm = hess4.shape[0]
+    hessian = hess4.transpose(0, 2, 1, 3).reshape(3 * natm, 3 * natm)
+    return gradient, hessian
+
+
+class PySCFHarness(ProgramHarness):
+    """Run PySCF (HF, MP2, DFT) for one QCSchema v2 ``AtomicInput`` inside this Python process.
+
+    In-process rather than via a subprocess: fragment tasks of an MBE are many and small, so start-up cost
+    would dominate, and PySCF is a Python library anyway.
+    """
+
+    _defaults: ClassVar[dict[str, Any]] = {
+        "name": "pyscf",
+        "scratch": False,
+        "thread_safe": False,  # lib.num_threads is process-global
+        "thread_parallel": True,
+        "node_parallel": False,
+        "managed_memory": True,
+    }
+
+    @staticmethod
+    def found(raise_error: bool = False) -> bool:
+        """Whether PySCF can be imported (QCEngine lists the program as available only then)."""
+        return which_import(
+            "pyscf",
+            return_bool=True,
+            raise_error=raise_error,
+            raise_msg="Please install via `pip install pyscf`.",
+        )
+
+    def get_version(self) -> str:
+        """PySCF's version, normalised the way QCEngine expects."""
+        self.found(raise_error=True)
+        import pyscf
+
+        return safe_version(pyscf.__version__)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_model(self, method: str, basis: Any, driver: Any, keywords: dict[str, Any] | None = None) -> None:
+        """Refuse a method/basis/driver/keywords combination this harness cannot run.
+
+        Called by mbe_mpi before any QC work (so a typo costs seconds, not a failed batch job), and again
+        by :meth:`compute`. Raises :class:`mbe_mpi.errors.InputError` with one sentence that names the bad
+        value and what is available.
+        """
+        keywords = dict(keywords or {})
+        if not isinstance(method, str) or not method.strip():
+            _fail("PySCF needs a method: hf (or scf), mp2, or any libxc functional, e.g. b3lyp, pbe0")
+        method = method.strip().lower()
+        kind = _method_kind(method)
+        if kind == "dft":
+            _check_functional(method)
+
+        drv = _driver_name(driver)
+        if drv not in _DRIVERS:
+            _fail(f"PySCF harness cannot run driver {drv!r}; available drivers: {', '.join(_DRIVERS)}")
+        if kind == "mp2" and drv == "hessian":
+            _fail("PySCF has no analytic mp2 hessian; available drivers for mp2: energy, gradient")
+
+        if basis is None or (isinstance(basis, str) and not basis.strip()):
+            _fail("PySCF needs a basis set, e.g. sto-3g, 6-31g*, cc-pvdz or def2-svp")
+        if not isinstance(basis, str):
+            _fail(f"PySCF harness takes a basis set name (e.g. cc-pvdz), not a {type(basis).__name__} object")
+        if not _basis_known(basis.strip()):
+            _fail(
+                f"PySCF does not know basis set {basis!r}; use a name from PySCF's library, "
+                f"e.g. sto-3g, 6-31g*, cc-pvdz, aug-cc-pvtz or def2-svp"
+            )
+
+        _check_keywords(keywords, kind, drv)
+
+    # ------------------------------------------------------------------ compute
+
+    def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
+        """Run one QCSchema v2 task; raise (QCEngine turns it into a FailedOperation) on any failure."""
+        self.found(raise_error=True)
+        import pyscf
+        from pyscf import lib
+
+        spec = input_data.specification
+        keywords = dict(spec.keywords or {})
+        driver = _driver_name(spec.driver)
+        try:
+            self.check_model(spec.model.method, spec.model.basis, driver, keywords)
+        except InputError as exc:
+            raise qcng_exc.InputError(str(exc)) from exc
+
+        method = spec.model.method.strip().lower()
+        kind = _method_kind(method)
+        verbose = int(keywords.get("verbose", 0))
+        log = io.StringIO()
+
+        threads = max(1, int(config.ncores))
+        if _LAUNCH_OMP_THREADS is not None:
+            threads = min(threads, _LAUNCH_OMP_THREADS)
+        previous_threads = lib.num_threads()
+        lib.num_threads(threads)
+        try:
+            mol = _build_mole(input_data, config, verbose, log)
+            properties, return_result = _run(mol, kind, method, driver, keywords)
+        finally:
+            lib.num_threads(previous_threads)
+
+        return AtomicResult(
+            input_data=input_data,
+            molecule=input_data.molecule,
+            properties=properties,
+            return_result=return_result,
+            stdout=log.getvalue() or None,
+            provenance=Provenance(
+                creator="PySCF", version=safe_version(pyscf.__version__), routine="mbe_mpi.harnesses.pyscf"
+            ),
+            success=True,
+        )
+
+
+def _run(mol: Any, kind: str, method: str, driver: str, keywords: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run SCF (+ MP2) and the requested derivatives; return (AtomicProperties dict, return_result)."""
+    mf = _make_scf(mol, kind, method, keywords)
+    mf.kernel()
+    if not mf.converged:
+        raise qcng_exc.ConvergenceError(
+            f"PySCF {type(mf).__name__} for {method} did not converge in {mf.max_cycle} cycles "
+            f"(conv_tol={mf.conv_tol:g}); raise max_cycle, or try level_shift or another init_guess"
+        )
+
+    nalpha, nbeta = (int(n) for n in mol.nelec)
+    summary = mf.scf_summary
+    props: dict[str, Any] = {
+        "calcinfo_nbasis": int(mol.nao),
+        "calcinfo_nmo": int(np.asarray(mf.mo_coeff).shape[-1]),
+        "calcinfo_nalpha": nalpha,
+        "calcinfo_nbeta": nbeta,
+        "calcinfo_natom": int(mol.natm),
+        "nuclear_repulsion_energy": float(mol.energy_nuc()),
+        "scf_total_energy": float(mf.e_tot),
+        "scf_one_electron_energy": float(summary["e1"]),
+        "scf_iterations": int(mf.cycles),
+    }
+    if kind == "dft":
+        # PySCF's split: "coul" is the Coulomb (J) energy; "exc" holds the functional energy plus the
+        # exact-exchange share of a hybrid and any VV10 term. e1 + coul + exc + nuc = total.
+        props["scf_two_electron_energy"] = float(summary["coul"])
+        props["scf_xc_energy"] = float(summary["exc"])
+    else:
+        props["scf_two_electron_energy"] = float(summary["e2"])
+    if "dispersion" in summary:
+        props["scf_dispersion_correction_energy"] = float(summary["dispersion"])
+
+    if kind == "mp2":
+        from pyscf import mp
+
+        frozen = keywords.get("frozen")
+        frozen = int(frozen) if frozen else None
+        if frozen is not None and (frozen >= nalpha or frozen > nbeta):
+            raise qcng_exc.InputError(
+                f"PySCF keyword frozen={frozen} leaves no correlated occupied orbitals "
+                f"({nalpha} alpha and {nbeta} beta electrons)"
+            )
+        pt = mp.MP2(mf, frozen=frozen)
+        pt.kernel()
+        energy = float(pt.e_tot)
+        props["mp2_correlation_energy"] = float(pt.e_corr)
+        props["mp2_total_energy"] = energy
+        props["mp2_doubles_energy"] = float(pt.e_corr)
+        props["mp2_singles_energy"] = 0.0  # canonical RHF/UHF references: no singles contribution
+        for key, attr in (
+            ("mp2_same_spin_correlation_energy", "e_corr_ss"),
+            ("mp2_opposite_spin_correlation_energy", "e_corr_os"),
+        ):
+            value = getattr(pt, attr, None)
+            if value is not None:
+                props[key] = float(value)
+        gradient, hessian = _derivatives(pt, driver)
+    else:
+        energy = float(mf.e_tot)
+        gradient, hessian = _derivatives(mf, driver)
+        if gradient is not None:
+            props["scf_total_gradient"] = gradient
+        if hessian is not None:
+            props["scf_total_hessian"] = hessian
+
+    props["return_energy"] = energy
+    if gradient is not None:
+        props["return_gradient"] = gradient
+    if hessian is not None:
+        props["return_hessian"] = hessian
+
+    return props, {"energy": energy, "gradient": gradient, "hessian": hessian}[driver]

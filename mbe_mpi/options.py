@@ -1,0 +1,86 @@
+"""Execution options: *how* to run, as opposed to the ManyBodyInput, which says *what* to compute.
+
+They come from the `execution` section of a friendly input file, keyword arguments of
+:func:`mbe_mpi.compute`, and command-line flags (in increasing priority). Validation happens
+here, once, so that nonsense (``n_workers: -3``) is refused before any QC work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InputError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionOptions:
+    """How to run an MBE: workers, resources per QC task, plugins.
+
+    ``memory_per_task`` is in GiB (QCEngine's TaskConfig unit). ``None`` means an even share of
+    the node's memory per worker, never QCEngine's default of 90% of the node for *each* task.
+    """
+
+    n_workers: int | None = None
+    threads_per_task: int = 1
+    memory_per_task: float | None = None
+    plugins: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
+        """Validate a plain mapping (from a file or keyword arguments) into options."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(
+                f"unknown option {unknown[0]!r} in {where}; known options are: {', '.join(sorted(known))}"
+            )
+        kwargs: dict[str, Any] = {}
+        if values.get("n_workers") is not None:
+            kwargs["n_workers"] = _positive_int(values["n_workers"], f"{where}.n_workers")
+        if values.get("threads_per_task") is not None:
+            kwargs["threads_per_task"] = _positive_int(values["threads_per_task"], f"{where}.threads_per_task")
+        if values.get("memory_per_task") is not None:
+            kwargs["memory_per_task"] = _positive_float(values["memory_per_task"], f"{where}.memory_per_task")
+        if values.get("plugins") is not None:
+            plugins = values["plugins"]
+            if isinstance(plugins, str):
+                plugins = [plugins]
+            if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) and p for p in plugins):
+                raise InputError(f"{where}.plugins must be a list of module names, got {plugins!r}")
+            kwargs["plugins"] = tuple(plugins)
+        return cls(**kwargs)
+
+    def merged(self, **overrides: Any) -> ExecutionOptions:
+        """Options with the non-None ``overrides`` applied (command-line flags win over the file)."""
+        current = dataclasses.asdict(self)
+        current.update({k: v for k, v in overrides.items() if v is not None})
+        if "plugins" in overrides and overrides["plugins"]:
+            current["plugins"] = tuple(dict.fromkeys([*self.plugins, *overrides["plugins"]]))
+        return ExecutionOptions.from_mapping(current, where="options")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InputError(f"{name} must be a positive number (GiB), got {value!r}")
+    return float(value)

@@ -1,0 +1,158 @@
+"""ManyBodyInput -> the ordered list of QC tasks.  Pure: no MPI, no processes, no QC.
+
+The master plans from QCManyBody *labels* only (``ManyBodyCore.compute_map``), never from
+Molecules: building a pydantic Molecule costs ~0.6 ms per task (3 ms with counterpoise ghosts),
+which would make the master the bottleneck for 40,000-task expansions. Workers build the fragment
+molecule from the label themselves (:mod:`mbe_mpi.fragments`).
+
+Two orders matter and are kept apart:
+
+* ``Task.index`` is the position in ``ManyBodyCore.iterate_molecules()`` order, the order in which
+  QCManyBody's sequential computer gathers results; assembly feeds results in this order.
+* the *dispatch* order is level by level (level = number of real fragments, so the supersystem
+  task comes last), largest expected cost first within a level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from qcelemental import periodictable
+from qcmanybody import ManyBodyCore
+from qcmanybody.models.v2 import ManyBodyInput
+from qcmanybody.utils import labeler
+from qcmanybody.v2.computer import ManyBodyComputer
+
+# Rough scaling of cost with the number of basis functions, by method family; only the *relative*
+# cost of tasks of one level matters for ordering, so a coarse exponent is enough.
+_METHOD_SCALING = {
+    "hf": 3.0, "scf": 3.0, "mp2": 5.0, "ri-mp2": 4.0, "mp3": 6.0, "ccsd": 6.0, "ccsd(t)": 7.0,
+    "gfn1-xtb": 2.0, "gfn2-xtb": 2.0, "gfn1xtb": 2.0, "gfn2xtb": 2.0,
+}
+_DEFAULT_SCALING = 3.0  # DFT functionals and anything unknown
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One QC calculation: a model chemistry on real fragments in the basis of basis fragments.
+
+    Fragments are 1-based as in QCManyBody labels. ``mc_index`` points into ``Plan.model_chemistries``
+    so that a TASK message carries a small integer, not a string.
+    """
+
+    index: int
+    mc_index: int
+    real: tuple[int, ...]
+    basis: tuple[int, ...]
+    cost: float
+
+    @property
+    def level(self) -> int:
+        """The n-body level: the number of real fragments (supersystem: all fragments, hence last)."""
+        return len(self.real)
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything the master needs: the computer (for assembly), the tasks and their dispatch order."""
+
+    computer: ManyBodyComputer
+    model_chemistries: tuple[str, ...]
+    tasks: list[Task]  # iterate_molecules order (Task.index == position)
+
+    @property
+    def core(self) -> ManyBodyCore:
+        return self.computer.qcmb_core
+
+    def label(self, task: Task) -> str:
+        return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
+
+    def by_level(self) -> dict[int, list[Task]]:
+        """Tasks grouped by n-body level (ascending), each group largest expected cost first."""
+        groups: dict[int, list[Task]] = {}
+        for task in self.tasks:
+            groups.setdefault(task.level, []).append(task)
+        return {
+            level: sorted(groups[level], key=lambda t: (-t.cost, t.index)) for level in sorted(groups)
+        }
+
+    def dispatch_order(self) -> list[Task]:
+        return [task for group in self.by_level().values() for task in group]
+
+
+def make_computer(mbi: ManyBodyInput) -> ManyBodyComputer:
+    """QCManyBody's own computer, without running anything (``build_tasks=False``)."""
+    return ManyBodyComputer.from_manybodyinput(mbi, build_tasks=False)
+
+
+def atomic_specifications(computer: ManyBodyComputer) -> dict[str, dict[str, Any]]:
+    """Per model chemistry: program and AtomicInput specification, exactly as QCManyBody builds them.
+
+    Mirrors the loop in ``ManyBodyComputer.from_manybodyinput`` (a local variable there, so it
+    cannot be reused): the many-body driver overrides each atomic specification's driver.
+    """
+    specifications: dict[str, dict[str, Any]] = {}
+    for name, spec in computer.input_data.specification.specification.items():
+        spec_dict = spec.model_dump()
+        program = spec_dict.pop("program")
+        spec_dict["driver"] = computer.driver
+        spec_dict.pop("schema_name", None)
+        specifications[name] = {"program": program, "specification": spec_dict}
+    return specifications
+
+
+def iter_labels(core: ManyBodyCore) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(model chemistry, real fragments, basis fragments) in ``iterate_molecules()`` order, no Molecules.
+
+    The same loop and the same de-duplication as ``ManyBodyCore.iterate_molecules``; a unit test
+    checks the two agree label for label.
+    """
+    done: set[str] = set()
+    for mc, compute_dict in core.compute_map.items():
+        for compute_list in compute_dict["all"].values():
+            for real, basis in compute_list:
+                label = labeler(mc, real, basis)
+                if label in done:
+                    continue
+                done.add(label)
+                yield mc, tuple(real), tuple(basis)
+
+
+def fragment_weights(core: ManyBodyCore) -> dict[int, float]:
+    """A basis-size proxy per fragment: heavier atoms carry more basis functions than hydrogens."""
+    symbols = core.molecule.symbols
+    weights = {}
+    for ifr, atoms in enumerate(core.molecule.fragments, start=1):
+        weight = 0.0
+        for iat in atoms:
+            z = periodictable.to_Z(symbols[iat])
+            weight += 1.0 if z <= 2 else (5.0 if z <= 10 else 9.0)
+        weights[ifr] = weight
+    return weights
+
+
+def method_scaling(method: str) -> float:
+    return _METHOD_SCALING.get(method.lower(), _DEFAULT_SCALING)
+
+
+def estimate_cost(basis: Sequence[int], weights: dict[int, float], scaling: float) -> float:
+    """Expected cost ~ (basis functions) ** scaling; ghosts cost basis functions too."""
+    return sum(weights[f] for f in basis) ** scaling
+
+
+def build_plan(mbi: ManyBodyInput, computer: ManyBodyComputer | None = None) -> Plan:
+    """Plan an MBE: QCManyBody's computer and the task list, with a cost estimate per task."""
+    computer = computer or make_computer(mbi)
+    core = computer.qcmb_core
+    specs = computer.input_data.specification.specification
+    model_chemistries = tuple(core.compute_map.keys())
+    mc_index = {mc: i for i, mc in enumerate(model_chemistries)}
+    scaling = {mc: method_scaling(specs[mc].model.method) for mc in model_chemistries}
+    weights = fragment_weights(core)
+    tasks = [
+        Task(index, mc_index[mc], real, basis, estimate_cost(basis, weights, scaling[mc]))
+        for index, (mc, real, basis) in enumerate(iter_labels(core))
+    ]
+    return Plan(computer=computer, model_chemistries=model_chemistries, tasks=tasks)

@@ -1,0 +1,144 @@
+"""The messages between master and workers, and their encoding -- one module, both transports.
+
+Transports (MPI, local processes) move opaque ``bytes``; only this module knows what is inside.
+Each message is a tuple ``(PROTOCOL_VERSION, kind, *fields)`` of plain Python values and NumPy
+arrays, pickled with protocol 5: ints, tuples and float64 arrays encode compactly and round-trip
+bit for bit, and no class of ours is pickled, so both ends only need to agree on this module's
+tuple layouts. (Pickle is acceptable here because both ends are ranks of the same job; anything
+written to disk uses a safe format instead.)
+
+A TASK carries a label, not a molecule: ``(task_id, mc_index, real, basis, attempt)`` -- the
+worker holds the whole input and builds the molecule itself. A TASK holds a batch of such tasks
+(usually one). A RESULT carries either the numbers QCManyBody needs (energy, gradient, Hessian,
+optionally the full AtomicResult as JSON) or a structured error -- failure is data that travels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from typing import Any
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+
+TASK = 1
+RESULT = 2
+SHUTDOWN = 3
+
+KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN"}
+
+
+class ProtocolError(RuntimeError):
+    """A message that this version of mbe_mpi cannot read (version skew or corruption)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task as it travels: a QCManyBody label in index form, plus the attempt number."""
+
+    task_id: int
+    mc_index: int
+    real: tuple[int, ...]
+    basis: tuple[int, ...]
+    attempt: int = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskMessage:
+    tasks: tuple[TaskSpec, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskError:
+    """Why a task failed, with enough context to act on it without the worker's log."""
+
+    kind: str  # e.g. "qcengine" (program failure), "internal" (bug in mbe_mpi), "input"
+    message: str
+    traceback: str
+    label: str
+    rank: int
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultMessage:
+    """The outcome of one task. Exactly one of (``error``) or the numeric fields is meaningful."""
+
+    task_id: int
+    rank: int
+    wall_time: float
+    energy: float | None = None
+    gradient: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+    atomic_result_json: str | None = None
+    error: TaskError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def properties(self) -> dict[str, Any]:
+        """What QCManyBody's ``analyze`` takes for this label (only properties that were returned)."""
+        props: dict[str, Any] = {}
+        for name in ("energy", "gradient", "hessian"):
+            value = getattr(self, name)
+            if value is not None:
+                props[name] = value
+        return props
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShutdownMessage:
+    exit_code: int = 0
+
+
+Message = TaskMessage | ResultMessage | ShutdownMessage
+
+
+def encode(message: Message) -> bytes:
+    if isinstance(message, TaskMessage):
+        payload: tuple = (
+            TASK,
+            tuple((t.task_id, t.mc_index, t.real, t.basis, t.attempt) for t in message.tasks),
+        )
+    elif isinstance(message, ResultMessage):
+        error = None if message.error is None else dataclasses.astuple(message.error)
+        payload = (
+            RESULT,
+            message.task_id,
+            message.rank,
+            message.wall_time,
+            message.energy,
+            message.gradient,
+            message.hessian,
+            message.atomic_result_json,
+            error,
+        )
+    elif isinstance(message, ShutdownMessage):
+        payload = (SHUTDOWN, message.exit_code)
+    else:
+        raise TypeError(f"not a protocol message: {message!r}")
+    return pickle.dumps((PROTOCOL_VERSION, *payload), protocol=5)
+
+
+def decode(data: bytes | bytearray | memoryview) -> Message:
+    try:
+        version, kind, *fields = pickle.loads(data)
+    except Exception as exc:
+        raise ProtocolError(f"unreadable message ({len(data)} bytes): {exc}") from exc
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version} received, this is version {PROTOCOL_VERSION}")
+    if kind == TASK:
+        (tasks,) = fields
+        return TaskMessage(tuple(TaskSpec(*t) for t in tasks))
+    if kind == RESULT:
+        task_id, rank, wall_time, energy, gradient, hessian, atomic_json, error = fields
+        return ResultMessage(
+            task_id, rank, wall_time, energy, gradient, hessian, atomic_json,
+            None if error is None else TaskError(*error),
+        )
+    if kind == SHUTDOWN:
+        return ShutdownMessage(*fields)
+    raise ProtocolError(f"unknown message kind {kind!r}")

@@ -1,0 +1,168 @@
+"""Start a run on either transport: validate, plan, run master and workers, assemble.
+
+SPMD under MPI: every rank calls :func:`run`; rank 0 alone reads and validates the input and
+broadcasts either the validated input or the error, so a user mistake ends *every* rank with the
+same message and exit code before any QC work -- no hang, no abort storm. Without MPI, the same
+master and worker code runs over local worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
+
+from .assemble import assemble
+from .errors import InputError
+from .execute import WorkerContext, default_memory_per_task
+from .harnesses import import_plugins
+from .master import run_master
+from .options import ExecutionOptions, usable_cores
+from .plan import Plan, build_plan
+from .protocol import ResultMessage
+from .transports import MasterTransport, WorkerEndpoint
+from .worker import serve
+
+logger = logging.getLogger(__name__)
+
+Prepare = Callable[[], tuple[ManyBodyInput, ExecutionOptions]]
+
+# Environment variables set by MPI launchers (MPICH/hydra, Intel MPI, Open MPI, PMIx, SLURM's PMI).
+_MPI_LAUNCH_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process was started by mpiexec/mpirun/srun (without initialising MPI to find out)."""
+    return any(name in os.environ for name in _MPI_LAUNCH_VARIABLES)
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What the summary reports besides the numbers."""
+
+    transport: str
+    n_workers: int
+    wall_time: float
+    tasks_per_level: dict[int, int]
+    task_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
+    """A worker's whole life: build its context (plugins, input, QCEngine config), then serve."""
+    logging.basicConfig(level=init.get("log_level", logging.WARNING),
+                        format=f"mbe_mpi[worker {endpoint.rank}] %(levelname)s: %(message)s")
+
+    def make_context() -> WorkerContext:
+        import_plugins(init["plugins"])
+        mbi = ManyBodyInput.model_validate_json(init["input_json"])
+        return WorkerContext.build(mbi, rank=endpoint.rank, threads=init["threads"], memory_gib=init["memory_gib"])
+
+    serve(endpoint, make_context)
+
+
+def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) -> dict[str, Any]:
+    return {
+        "input_json": input_json,
+        "plugins": list(options.plugins),
+        "threads": options.threads_per_task,
+        "memory_gib": memory_gib,
+        "log_level": logging.getLogger("mbe_mpi").getEffectiveLevel(),
+    }
+
+
+def _run_master_and_assemble(
+    transport: MasterTransport, plan: Plan, name: str, started: float
+) -> ManyBodyResult:
+    task_time = 0.0
+
+    def on_result(task: Any, message: ResultMessage) -> None:
+        nonlocal task_time
+        task_time += message.wall_time
+        logger.debug("task %s done on worker %d in %.3f s", plan.label(task), message.rank, message.wall_time)
+
+    results = run_master(transport, plan, on_result)
+    result = assemble(plan, results)
+    stats = RunStats(
+        transport=name,
+        n_workers=len(transport.worker_ids),
+        wall_time=time.perf_counter() - started,
+        tasks_per_level={level: len(tasks) for level, tasks in plan.by_level().items()},
+        task_time=task_time,
+    )
+    return result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
+
+
+def run(prepare: Prepare) -> ManyBodyResult | None:
+    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the result."""
+    if launched_by_mpi():
+        return _run_mpi(prepare)
+    return _run_local(prepare)
+
+
+def _run_local(prepare: Prepare) -> ManyBodyResult:
+    started = time.perf_counter()
+    mbi, options = prepare()
+    plan = build_plan(mbi)
+    n_workers = options.n_workers or usable_cores()
+    memory = options.memory_per_task or default_memory_per_task(n_workers)
+    logger.info("running %d QC tasks on %d local worker processes", len(plan.tasks), n_workers)
+    from .transports.local import LocalMasterTransport
+
+    transport = LocalMasterTransport(n_workers, _worker_init(mbi.model_dump_json(), options, memory), options.threads_per_task)
+    return _run_master_and_assemble(transport, plan, "local", started)
+
+
+def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() == 1:
+        logger.warning(
+            "mbe_mpi: only one MPI rank, so there is no worker rank; running the single-node fallback "
+            "with local worker processes instead (use mpiexec -n 2 or more for MPI workers)"
+        )
+        return _run_local(prepare)
+
+    started = time.perf_counter()
+    rank = comm.Get_rank()
+    plan = None
+    if rank == 0:
+        try:
+            mbi, options = prepare()
+            plan = build_plan(mbi)
+            announcement: tuple = ("ok", mbi.model_dump_json(), options.to_dict())
+        except InputError as exc:
+            announcement = ("input", str(exc))
+        except Exception:
+            announcement = ("internal", traceback.format_exc())
+    else:
+        announcement = None
+    announcement = comm.bcast(announcement, root=0)
+    if announcement[0] == "input":
+        raise InputError(announcement[1])
+    if announcement[0] == "internal":
+        raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
+    _, input_json, options_dict = announcement
+    options = ExecutionOptions.from_mapping({k: v for k, v in options_dict.items() if v is not None})
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    workers_on_node = node.Get_size() - node.allreduce(int(rank == 0))
+    node.Free()
+    memory = options.memory_per_task or default_memory_per_task(workers_on_node)
+
+    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint
+
+    if rank == 0:
+        logger.info("running %d QC tasks on %d MPI worker ranks", len(plan.tasks), comm.Get_size() - 1)
+        return _run_master_and_assemble(MPIMasterTransport(comm), plan, "mpi", started)
+    worker_startup(MPIWorkerEndpoint(comm), _worker_init(input_json, options, memory))
+    return None

@@ -1,0 +1,36 @@
+"""Two transports, one small interface: they move opaque protocol bytes and know nothing else.
+
+* :mod:`mbe_mpi.transports.mpi` -- ranks of an MPI job (rank 0 master, ranks 1..N-1 workers);
+* :mod:`mbe_mpi.transports.local` -- worker processes on this node (the single-node fallback).
+
+The master side never blocks on one worker: ``send`` is non-blocking, ``wait`` returns whatever
+has arrived within ``timeout`` (possibly nothing). A worker that is gone is reported as an event
+with ``None`` instead of bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class MasterTransport(Protocol):
+    worker_ids: list[int]
+
+    def send(self, worker: int, data: bytes) -> None:
+        """Queue ``data`` for ``worker`` without waiting for it to be received."""
+
+    def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
+        """Messages that arrived, waiting at most ``timeout`` seconds when none is there yet."""
+
+    def close(self) -> None:
+        """Flush outstanding sends and release resources."""
+
+
+class WorkerEndpoint(Protocol):
+    rank: int
+
+    def recv(self) -> bytes:
+        """The next message from the master; waits cheaply (no busy polling)."""
+
+    def send(self, data: bytes) -> None:
+        """Send ``data`` to the master."""

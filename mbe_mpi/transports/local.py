@@ -1,0 +1,116 @@
+"""Local transport: the single-node fallback, worker *processes* connected by pipes.
+
+Same protocol bytes and the same master/worker code as under MPI. Workers are started once per
+run with the ``spawn`` method: a forked child would inherit the parent's OpenMP/BLAS thread pools
+and (under ``mpiexec -n 1``) its MPI state, both unsafe to use after fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+from collections.abc import Iterator
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_environment(threads: int) -> Iterator[None]:
+    """Set thread-count variables while children start, so their OpenMP/BLAS pools are sized right."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class PipeWorkerEndpoint:
+    """A worker process's side of its pipe; ``recv`` blocks in the kernel, costing no CPU."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection, rank: int):
+        self.conn = conn
+        self.rank = rank
+
+    def recv(self) -> bytes:
+        return self.conn.recv_bytes()
+
+    def send(self, data: bytes) -> None:
+        self.conn.send_bytes(data)
+
+
+def _worker_main(conn: multiprocessing.connection.Connection, rank: int, init: dict[str, Any]) -> None:
+    """Entry point of a local worker process (module level so that ``spawn`` can import it)."""
+    from ..runner import worker_startup  # imported here: the child process starts from scratch
+
+    try:
+        worker_startup(PipeWorkerEndpoint(conn, rank), init)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the master went away or the user interrupted: nothing left to report to
+
+
+class LocalMasterTransport:
+    """The master's side: one duplex pipe per worker process."""
+
+    def __init__(self, n_workers: int, init: dict[str, Any], threads: int):
+        context = multiprocessing.get_context("spawn")
+        self.worker_ids = list(range(1, n_workers + 1))
+        self._conns: dict[int, multiprocessing.connection.Connection] = {}
+        self._procs: dict[int, multiprocessing.process.BaseProcess] = {}
+        with _thread_environment(threads):
+            for worker in self.worker_ids:
+                parent_end, child_end = context.Pipe(duplex=True)
+                proc = context.Process(
+                    target=_worker_main, args=(child_end, worker, init), name=f"mbe_mpi-worker-{worker}", daemon=True
+                )
+                proc.start()
+                child_end.close()
+                self._conns[worker] = parent_end
+                self._procs[worker] = proc
+        self._worker_of = {conn: worker for worker, conn in self._conns.items()}
+
+    def send(self, worker: int, data: bytes) -> None:
+        conn = self._conns.get(worker)
+        if conn is None:
+            return
+        try:
+            conn.send_bytes(data)
+        except (BrokenPipeError, OSError):
+            self._forget(worker)
+
+    def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
+        events: list[tuple[int, bytes | None]] = []
+        for conn in multiprocessing.connection.wait(list(self._conns.values()), timeout):
+            worker = self._worker_of[conn]
+            try:
+                events.append((worker, conn.recv_bytes()))
+            except (EOFError, OSError):
+                self._forget(worker)
+                events.append((worker, None))
+        return events
+
+    def _forget(self, worker: int) -> None:
+        conn = self._conns.pop(worker, None)
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        for proc in self._procs.values():
+            proc.join(timeout=30)
+            if proc.is_alive():
+                logger.warning("worker process %s did not stop; terminating it", proc.name)
+                proc.terminate()
+                proc.join(timeout=5)
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
