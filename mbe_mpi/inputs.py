@@ -194,7 +194,9 @@ class _YamlLoader(yaml.SafeLoader):
                     continue
                 if duplicate:
                     raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark, f"the key {key!r} appears twice",
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"the key {key!r} appears twice",
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep=deep)
@@ -214,9 +216,8 @@ def _parse_yaml(text: str, source: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise InputError(
-            _one_line(f"{source}: malformed YAML{where}: {problem}; fix the indentation, quoting or syntax there")
-        ) from None
+        advice = "keep only one" if "appears twice" in problem else "fix the indentation, quoting or syntax there"
+        raise InputError(_one_line(f"{source}: malformed YAML{where}: {problem}; {advice}")) from None
 
 
 # ====  parsing data  ==========================================================
@@ -242,17 +243,17 @@ def parse_input(
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if _is_qcschema(data, where):
         options = _execution_options(data.pop("execution", None), where)
-        import_plugins_for(options, where)
+        _import_plugins(options, where)
         mbi = _qcschema_input(data, where)
     else:
         options = _execution_options(data.get("execution"), where)
-        import_plugins_for(options, where)
+        _import_plugins(options, where)
         mbi = _friendly_input(data, base, where)
     validate_manybody_input(mbi, source)
     return mbi, options
 
 
-def import_plugins_for(options: ExecutionOptions, where: str = "") -> None:
+def _import_plugins(options: ExecutionOptions, where: str) -> None:
     try:
         import_plugins(options.plugins)
     except InputError as exc:
@@ -276,9 +277,7 @@ def _execution_options(values: Any, where: str) -> ExecutionOptions:
     if values is None:
         return ExecutionOptions()
     if not isinstance(values, Mapping):
-        raise InputError(
-            f"{where}execution must be a mapping such as {{n_workers: 4}}, not a {_type_name(values)}"
-        )
+        raise InputError(f"{where}execution must be a mapping such as {{n_workers: 4}}, not a {_type_name(values)}")
     try:
         return ExecutionOptions.from_mapping(values, where="execution")
     except InputError as exc:
@@ -299,8 +298,12 @@ def _qcschema_input(data: dict, where: str) -> ManyBodyInput:
             return ManyBodyInputV1(**data).convert_v(2)
         return ManyBodyInput(**data)
     except Exception as exc:  # pydantic, QCElemental and numpy all raise their own types for bad data
+        extra = callable(getattr(exc, "errors", None)) and exc.errors()[0].get("type") == "extra_forbidden"
         raise InputError(
-            _one_line(f"{where}invalid QCSchema ManyBodyInput: {_error_text(exc)}; fix that field")
+            _one_line(
+                f"{where}invalid QCSchema ManyBodyInput: {_error_text(exc)}; "
+                f"{'remove that field' if extra else 'fix that field'}"
+            )
         ) from None
 
 
@@ -401,9 +404,7 @@ def _friendly_input(data: dict, base_dir: Path, where: str) -> ManyBodyInput:
     cluster_results = data.get("cluster_results")
     if cluster_results is not None:
         if not isinstance(cluster_results, str) or cluster_results.lower() not in CLUSTER_RESULTS:
-            raise InputError(
-                f"{where}unknown cluster_results {cluster_results!r}; use none (default) or all"
-            )
+            raise InputError(f"{where}unknown cluster_results {cluster_results!r}; use none (default) or all")
         many_body_spec["protocols"] = {"cluster_results": cluster_results.lower()}
     try:
         return ManyBodyInput(specification=many_body_spec, molecule=molecule)
@@ -416,9 +417,7 @@ def _check_keys(values: Mapping, allowed: tuple[str, ...], place: str, where: st
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise InputError(
-                f"{where}unknown key {key!r} {place}{hint}; allowed keys are: {', '.join(allowed)}"
-            )
+            raise InputError(f"{where}unknown key {key!r} {place}{hint}; allowed keys are: {', '.join(allowed)}")
 
 
 def _model_chemistry(value: Any, name: str, where: str) -> dict[str, Any]:
@@ -492,8 +491,9 @@ def _friendly_levels(value: Any, nfragments: int, where: str) -> tuple[dict, dic
     missing = [n for n in range(1, highest + 1) if n not in per_level]
     if missing:
         raise InputError(
-            f"{where}levels must be contiguous from 1 to {highest}, but level "
-            f"{', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} missing; "
+            f"{where}levels must be contiguous from 1 to {highest}, but "
+            f"{'level' if len(missing) == 1 else 'levels'} {', '.join(map(str, missing))} "
+            f"{'is' if len(missing) == 1 else 'are'} missing; "
             "give every n-body level its model chemistry"
         )
     if highest > nfragments:
@@ -700,17 +700,12 @@ def _read_atom_lines(lines: list[str], first_line: int, label: str) -> tuple[lis
             continue
         fields = text.split()
         if len(fields) != 4:
-            raise InputError(
-                f"{label} {number}: expected 'Symbol x y z', got {line.strip()!r}"
-            )
+            raise InputError(f"{label} {number}: expected 'Symbol x y z', got {line.strip()!r}")
         symbols.append(_element(fields[0], f"{label} {number}"))
-        try:
-            coordinates.append([float(x) for x in fields[1:]])
-        except ValueError:
-            bad = next(x for x in fields[1:] if not _is_float(x))
-            raise InputError(
-                f"{label} {number}: coordinate {bad!r} is not a number; atom lines are 'Symbol x y z'"
-            ) from None
+        bad = [x for x in fields[1:] if not _is_float(x)]
+        if bad:
+            raise InputError(f"{label} {number}: coordinate {bad[0]!r} is not a number; atom lines are 'Symbol x y z'")
+        coordinates.append([float(x) for x in fields[1:]])
     return symbols, coordinates, breaks
 
 
@@ -738,7 +733,7 @@ def _friendly_fragments(value: Mapping, natom: int, breaks: list[int], where: st
         )
     if breaks:
         bounds = [0, *breaks, natom]
-        fragments = [list(range(start, stop)) for start, stop in zip(bounds, bounds[1:])]
+        fragments = [list(range(start, stop)) for start, stop in zip(bounds, bounds[1:], strict=False)]
         if any(not fragment for fragment in fragments):
             raise InputError(
                 f"{where}the '--' lines leave an empty fragment (a '--' first, last or twice in a row); "
@@ -816,26 +811,29 @@ def _charges_and_multiplicities(
         charges = [0] * nfragments
     elif not isinstance(charges, list) or len(charges) != nfragments:
         raise InputError(
-            f"{where}molecule.fragment_charges must list one charge per fragment ({nfragments}), got {charges!r}"
+            f"{where}molecule.fragment_charges must list one charge per fragment ({nfragments}), got {_show(charges)}"
         )
     for number, charge in enumerate(charges, start=1):
-        if not _is_number(charge) or float(charge) != int(charge):
+        if not _is_number(charge) or not float(charge).is_integer():
             raise InputError(f"{where}fragment {number} charge must be a whole number, got {charge!r}")
     charges = [int(charge) for charge in charges]
 
     neutral_electrons = [sum(_ELEMENTS[symbols[i].upper()][1] for i in fragment) for fragment in fragments]
-    electrons = [n - charge for n, charge in zip(neutral_electrons, charges)]
+    electrons = [n - charge for n, charge in zip(neutral_electrons, charges, strict=True)]
     multiplicities = value.get("fragment_multiplicities")
     if multiplicities is None:
         multiplicities = [1 if n % 2 == 0 else 2 for n in electrons]
-    elif not isinstance(multiplicities, list) or len(multiplicities) != nfragments:
+    elif isinstance(multiplicities, list) and len(multiplicities) == nfragments:
+        # 1.0 from a JSON writer is a fine multiplicity 1
+        multiplicities = [int(m) if _is_number(m) and float(m).is_integer() else m for m in multiplicities]
+    else:
         raise InputError(
             f"{where}molecule.fragment_multiplicities must list one multiplicity per fragment ({nfragments}), "
-            f"got {multiplicities!r}"
+            f"got {_show(multiplicities)}"
         )
 
     for number, (fragment, charge, neutral, n, mult) in enumerate(
-        zip(fragments, charges, neutral_electrons, electrons, multiplicities), start=1
+        zip(fragments, charges, neutral_electrons, electrons, multiplicities, strict=True), start=1
     ):
         what = f"fragment {number} ({_formula([symbols[i] for i in fragment])}"
         if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
@@ -983,7 +981,7 @@ def _error_text(exc: BaseException) -> str:
         if details:
             first = details[0]
             location = ".".join(str(part) for part in first.get("loc", ()))
-            message = re.sub(r"^(Value error|Assertion failed), ", "", str(first.get("msg", "")))
+            message = re.sub(r"^(Value error|Assertion failed), ", "", str(first.get("msg", ""))).rstrip(".")
             value = first.get("input")
             shown = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) and len(repr(value)) < 60 else ""
             more = f" (and {len(details) - 1} more problems)" if len(details) > 1 else ""
@@ -1013,10 +1011,9 @@ def _is_index(value: Any) -> bool:
 
 def _is_float(text: str) -> bool:
     try:
-        float(text)
+        return bool(np.isfinite(float(text)))
     except ValueError:
         return False
-    return True
 
 
 def _formula(symbols: list[str]) -> str:
@@ -1024,6 +1021,13 @@ def _formula(symbols: list[str]) -> str:
     for symbol in symbols:
         counts[symbol] = counts.get(symbol, 0) + 1
     return "".join(f"{symbol}{count if count > 1 else ''}" for symbol, count in counts.items())
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list) and len(value) > 8:
+        return f"a list of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _short_list(values: list[int]) -> str:

@@ -132,6 +132,8 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
         )
         return _run_local(prepare)
 
+    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint, announce, await_announcement
+
     started = time.perf_counter()
     rank = comm.Get_rank()
     plan = None
@@ -144,9 +146,9 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
             announcement = ("input", str(exc))
         except Exception:
             announcement = ("internal", traceback.format_exc())
+        announce(comm, announcement)
     else:
-        announcement = None
-    announcement = comm.bcast(announcement, root=0)
+        announcement = await_announcement(comm)
     if announcement[0] == "input":
         raise InputError(announcement[1])
     if announcement[0] == "internal":
@@ -158,8 +160,6 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
     workers_on_node = node.Get_size() - node.allreduce(int(rank == 0))
     node.Free()
     memory = options.memory_per_task or default_memory_per_task(workers_on_node)
-
-    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint
 
     if rank == 0:
         logger.info("running %d QC tasks on %d MPI worker ranks", len(plan.tasks), comm.Get_size() - 1)

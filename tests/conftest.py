@@ -104,7 +104,7 @@ def sequential_reference(mbi):
     return ManyBodyComputer.from_manybodyinput(mbi)
 
 
-def assert_same_result(result, reference, tol: float = 1e-12) -> None:
+def assert_same_result(result, reference, tol: float = 0.0) -> None:
     """return_result and every numeric property agree to ``tol`` (absolute)."""
     np.testing.assert_allclose(np.asarray(result.return_result), np.asarray(reference.return_result), rtol=0, atol=tol)
     got = result.properties.model_dump()

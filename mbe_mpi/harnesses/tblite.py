@@ -39,10 +39,12 @@ Keywords (spellings with "-" instead of "_" are accepted too)
 
 Threads
     tblite is OpenMP-parallel. QCEngine sets ``OMP_NUM_THREADS`` to ``config.ncores`` around the
-    call, but libgomp reads that variable only once, when tblite's library is first loaded (this
-    module imports tblite lazily, i.e. in the first ``compute`` or ``get_version``); later changes of
-    ``ncores`` in the same process have no effect. Set ``OMP_NUM_THREADS`` when starting the
-    process. For bit-for-bit results it must be 1: with 2 threads, repeating the *same*
+    call, but libgomp reads that variable only once, when tblite's library is first loaded; later
+    changes of ``ncores`` in the same process have no effect. This module therefore loads tblite's
+    library when it is imported (at ``import mbe_mpi``), so the thread count is the one the process
+    was started with, not whatever QCEngine happens to set around the first call (all cores by
+    default). Set ``OMP_NUM_THREADS`` when starting the process; mbe_mpi's local workers get
+    ``threads_per_task``. For bit-for-bit results it must be 1: with 2 threads, repeating the *same*
     calculation in one process gave gradients differing in the last bits (OpenMP reductions in
     varying order; tblite 0.8, 12-atom water cluster), while 1 thread is reproducible.
 
@@ -67,6 +69,11 @@ from qcengine.exceptions import InputError as QCEngineInputError
 from qcengine.programs.model import ProgramHarness
 
 from ..errors import InputError
+
+try:  # load libtblite (and its OpenMP runtime) now: see "Threads" above
+    import tblite.interface  # noqa: F401
+except ImportError:  # tblite is optional; found() reports it missing
+    pass
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput, AtomicResult

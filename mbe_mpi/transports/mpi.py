@@ -15,6 +15,25 @@ from mpi4py import MPI
 from ..backoff import Backoff
 
 TAG = 17
+ANNOUNCE_TAG = 18
+
+
+def announce(comm: MPI.Comm, payload: object) -> None:
+    """Rank 0 tells every other rank how the run starts (the validated input, or the error).
+
+    Point-to-point sends instead of ``bcast``: MPICH's blocking collectives spin at 100% CPU, and
+    workers may wait here while rank 0 validates a large input (or, in tests, does other work).
+    """
+    requests = [comm.isend(payload, dest=rank, tag=ANNOUNCE_TAG) for rank in range(1, comm.Get_size())]
+    MPI.Request.Waitall(requests)
+
+
+def await_announcement(comm: MPI.Comm) -> object:
+    """A worker waits, sleeping between probes, for rank 0's announcement."""
+    backoff = Backoff(maximum=2e-3)
+    while not comm.Iprobe(source=0, tag=ANNOUNCE_TAG):
+        backoff.sleep()
+    return comm.recv(source=0, tag=ANNOUNCE_TAG)
 
 
 def _drain(comm: MPI.Comm, source: int, status: MPI.Status) -> list[tuple[int, bytes]]:
