@@ -105,14 +105,18 @@ def sequential_reference(mbi):
 
 
 def assert_same_result(result, reference, tol: float = 0.0) -> None:
-    """return_result and every numeric property agree to ``tol`` (absolute)."""
-    np.testing.assert_allclose(np.asarray(result.return_result), np.asarray(reference.return_result), rtol=0, atol=tol)
+    """return_result and every numeric property agree to ``tol`` (absolute; default: bit for bit).
+
+    Arrays are compared flattened: QCSchema JSON stores them flat, so a result read back from the
+    ``-o`` file has the same numbers in a different shape.
+    """
+    np.testing.assert_allclose(np.ravel(result.return_result), np.ravel(reference.return_result), rtol=0, atol=tol)
     got = result.properties.model_dump()
     want = reference.properties.model_dump()
     assert set(got) == set(want)
     for key, value in want.items():
         if isinstance(value, (int, float, np.ndarray, list)) and not isinstance(value, bool):
-            np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(value, dtype=float),
+            np.testing.assert_allclose(np.ravel(np.asarray(got[key], dtype=float)), np.ravel(np.asarray(value, dtype=float)),
                                        rtol=0, atol=tol, err_msg=key)
         else:
             assert got[key] == value, key

@@ -268,12 +268,12 @@ def test_scf_keywords_reach_pyscf(water, monkeypatch):
         "max_cycle": 77,
         "level_shift": 0.1,
         "diis_space": 6,
-        "init_guess": "huckel",
+        "init_guess": "sap",
     }
     _run(_input(water, keywords=keywords))
     mf = seen["mf"]
     assert (mf.conv_tol, mf.conv_tol_grad, mf.max_cycle) == (1e-11, 1e-7, 77)
-    assert (mf.level_shift, mf.diis_space, mf.init_guess) == (0.1, 6, "huckel")
+    assert (mf.level_shift, mf.diis_space, mf.init_guess) == (0.1, 6, "sap")
 
     # and conv_tol changes the work done
     loose = _run(_input(water, keywords={"conv_tol": 1e-3})).properties.scf_iterations
