@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_TASK_FAILED, InputError, TaskFailedError
 
     try:
+        from .harnesses import import_plugins
         from .inputs import load_input
         from .runner import run
 
         def prepare():
+            import_plugins(args.plugin)  # before the input is checked: plugins may define its program
             mbi, options = load_input(args.input)
             options = options.merged(
                 n_workers=args.n_workers,

@@ -10,27 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pydantic
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 
 from .errors import InputError
 from .harnesses import import_plugins
 from .options import ExecutionOptions
 from .runner import run
-
-
-def coerce_manybody_input(manybody_input: ManyBodyInput | Mapping[str, Any]) -> ManyBodyInput:
-    """Accept the model or a dict; a malformed dict is an InputError naming the first problem."""
-    if isinstance(manybody_input, ManyBodyInput):
-        return manybody_input
-    if not isinstance(manybody_input, Mapping):
-        raise InputError(f"expected a ManyBodyInput or a dict, got {type(manybody_input).__name__}")
-    try:
-        return ManyBodyInput(**manybody_input)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InputError(f"invalid ManyBodyInput at {where}: {first['msg']}") from None
 
 
 def compute(
@@ -46,14 +31,18 @@ def compute(
     """
 
     def prepare() -> tuple[ManyBodyInput, ExecutionOptions]:
-        from .inputs import validate_manybody_input
+        from .inputs import parse_input, validate_manybody_input
 
-        options = ExecutionOptions.from_mapping(execution_options, where="compute()")
-        if n_workers is not None:
-            options = options.merged(n_workers=n_workers)
+        overrides = {**execution_options, "n_workers": n_workers}
+        options = ExecutionOptions().merged(**overrides)  # refuses unknown or nonsense options first
         import_plugins(options.plugins)
-        mbi = coerce_manybody_input(manybody_input)
-        validate_manybody_input(mbi)
-        return mbi, options
+        if isinstance(manybody_input, ManyBodyInput):
+            validate_manybody_input(manybody_input, "compute()")
+            return manybody_input, options
+        if not isinstance(manybody_input, Mapping):
+            raise InputError(f"compute() takes a ManyBodyInput or a dict, not a {type(manybody_input).__name__}")
+        # a dict may be a QCSchema ManyBodyInput or the friendly format, exactly as in an input file
+        mbi, file_options = parse_input(manybody_input, source="compute()")
+        return mbi, file_options.merged(**overrides)
 
     return run(prepare)

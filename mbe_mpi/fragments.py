@@ -34,7 +34,7 @@ def build_fragment_molecule(core: ManyBodyCore, real: tuple[int, ...], basis: tu
         charges = []
         for ifr in embedding_frags:
             positions = core.molecule.get_fragment(ifr - 1).geometry.tolist()
-            charges.extend([[chg, pos] for pos, chg in zip(positions, core.embedding_charges[ifr])])
+            charges.extend([[chg, pos] for pos, chg in zip(positions, core.embedding_charges[ifr], strict=False)])
         mol.extras["embedding_charges"] = charges
     return mol
 

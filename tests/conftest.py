@@ -98,8 +98,9 @@ def manybody_input(molecule, *, driver="energy", bsse=("nocp",), max_nbody=None,
 
 def sequential_reference(mbi):
     """QCManyBody's own sequential result, computed in the test (after ``import mbe_mpi``)."""
-    import mbe_mpi  # noqa: F401  (registers the pyscf/tblite harnesses)
     from qcmanybody.v2.computer import ManyBodyComputer
+
+    import mbe_mpi  # noqa: F401  (registers the pyscf/tblite harnesses)
 
     return ManyBodyComputer.from_manybodyinput(mbi)
 

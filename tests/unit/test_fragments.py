@@ -38,7 +38,7 @@ def test_molecules_equal_iterate_molecules(name):
     labels = [labeler(mc, real, basis) for mc, real, basis in iter_labels(core)]
     assert labels == [label for _, label, _ in reference]
     ghosts = 0
-    for (mc, real, basis), (ref_mc, _, ref_mol) in zip(iter_labels(core), reference):
+    for (mc, real, basis), (ref_mc, _, ref_mol) in zip(iter_labels(core), reference, strict=True):
         assert mc == ref_mc
         mol = build_fragment_molecule(core, real, basis)
         assert mol.model_dump_json() == ref_mol.model_dump_json()
@@ -52,7 +52,7 @@ def test_molecules_with_embedding_charges(monkeypatch):
     embedding = {1: [-0.8, 0.4, 0.4], 2: [-0.8, 0.4, 0.4], 3: [-0.8, 0.4, 0.4], 4: [-0.8, 0.4, 0.4]}
     core = _core(dict(n=4, bsse=["nocp"], levels={1: "hf", 2: "hf", 3: "hf"}), embedding)
     count = 0
-    for (_, real, basis), (_, _, ref_mol) in zip(iter_labels(core), core.iterate_molecules()):
+    for (_, real, basis), (_, _, ref_mol) in zip(iter_labels(core), core.iterate_molecules(), strict=True):
         mol = build_fragment_molecule(core, real, basis)
         assert mol.model_dump_json() == ref_mol.model_dump_json()
         count += bool(mol.extras.get("embedding_charges"))
@@ -67,7 +67,7 @@ def test_atomic_input_equals_sequential_computer():
                                         "keywords": {"conv_tol": 1e-10}})
     plan = build_plan(mbi)
     specs = atomic_specifications(plan.computer)
-    for (mc, label, mol), task in zip(plan.core.iterate_molecules(), plan.tasks):
+    for (mc, label, mol), task in zip(plan.core.iterate_molecules(), plan.tasks, strict=True):
         assert plan.label(task) == label
         reference = AtomicInput(molecule=mol, specification=copy.deepcopy(specs[mc]["specification"]))
         built = build_atomic_input(build_fragment_molecule(plan.core, task.real, task.basis),

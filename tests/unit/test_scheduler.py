@@ -32,7 +32,7 @@ def test_randomized_runs_complete_every_task_once_in_level_order():
         sched = LevelScheduler(_by_level(tasks), workers)
         completed, started_levels = [], []
         while not sched.finished:
-            for worker, task in sched.assignments():
+            for _worker, task in sched.assignments():
                 started_levels.append(task.level)
                 # barrier: every task of a lower level has completed before this one starts
                 assert all(t.index in completed for t in tasks if t.level < task.level)
