@@ -65,9 +65,10 @@ class ExecutionOptions:
     def merged(self, **overrides: Any) -> ExecutionOptions:
         """Options with the non-None ``overrides`` applied (command-line flags win over the file)."""
         current = dataclasses.asdict(self)
+        plugins = overrides.pop("plugins", None) or ()
         current.update({k: v for k, v in overrides.items() if v is not None})
-        if "plugins" in overrides and overrides["plugins"]:
-            current["plugins"] = tuple(dict.fromkeys([*self.plugins, *overrides["plugins"]]))
+        # plugins add up (file + flags) rather than replace each other
+        current["plugins"] = tuple(dict.fromkeys([*self.plugins, *plugins]))
         return ExecutionOptions.from_mapping(current, where="options")
 
     def to_dict(self) -> dict[str, Any]:
