@@ -81,11 +81,11 @@ def run_master(
     A failed task stops dispatching; tasks already running complete (their results are kept), then
     workers are shut down and :class:`TaskFailedError` names the failure.
     """
-    scheduler = LevelScheduler(plan.by_level(), transport.worker_ids)
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
     backoff = Backoff()
-    try:
+    try:  # whatever happens, the finally clause releases the workers: they must never wait forever
+        scheduler = LevelScheduler(plan.by_level(), transport.worker_ids)
         while not scheduler.finished:
             for worker, task in scheduler.assignments():
                 spec = TaskSpec(task.index, task.mc_index, task.real, task.basis)

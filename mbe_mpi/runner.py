@@ -121,6 +121,16 @@ def _run_local(prepare: Prepare) -> ManyBodyResult:
     return _run_master_and_assemble(transport, plan, "local", started)
 
 
+def _warn_thread_cap(threads_per_task: int) -> None:
+    """MPI ranks start with the launcher's environment, and OpenMP runtimes read OMP_NUM_THREADS once."""
+    launched = os.environ.get("OMP_NUM_THREADS", "")
+    if launched.isdigit() and int(launched) < threads_per_task:
+        logger.warning(
+            "OMP_NUM_THREADS=%s in the environment of the MPI ranks limits threads_per_task=%d to %s thread(s); "
+            "export OMP_NUM_THREADS=%d before mpiexec", launched, threads_per_task, launched, threads_per_task,
+        )
+
+
 def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
     from mpi4py import MPI
 
@@ -162,6 +172,7 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
     memory = options.memory_per_task or default_memory_per_task(workers_on_node)
 
     if rank == 0:
+        _warn_thread_cap(options.threads_per_task)
         logger.info("running %d QC tasks on %d MPI worker ranks", len(plan.tasks), comm.Get_size() - 1)
         return _run_master_and_assemble(MPIMasterTransport(comm), plan, "mpi", started)
     worker_startup(MPIWorkerEndpoint(comm), _worker_init(input_json, options, memory))

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 _OUR_HARNESSES = {
     "pyscf": ("mbe_mpi.harnesses.pyscf", "PySCFHarness"),
     "tblite": ("mbe_mpi.harnesses.tblite", "TBLiteHarness"),
+    "synthetic": ("mbe_mpi.harnesses.synthetic", "SyntheticHarness"),
 }
 
 

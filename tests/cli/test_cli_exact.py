@@ -62,3 +62,21 @@ def test_single_rank_mpiexec_runs_local_fallback(tmp_path):
     result = ManyBodyResult.model_validate_json(out.read_text())
     assert result.extras["mbe_mpi"]["transport"] == "local"
     assert_same_result(result, reference("hessian-nocp"))
+
+
+def test_api_local_keeps_cluster_results_when_asked():
+    """``protocols.cluster_results: all`` keeps every fragment's AtomicResult, as the sequential computer does."""
+    import mbe_mpi
+
+    from ..conftest import cluster_molecule, manybody_input
+
+    mbi = manybody_input(cluster_molecule(3), bsse=["cp"], max_nbody=2, cluster_results="all",
+                         specification={"program": "tblite", "driver": "energy",
+                                        "model": {"method": "gfn2-xtb", "basis": None}})
+    result = mbe_mpi.compute(mbi, n_workers=2)
+    ref = sequential_reference(mbi)
+    assert_same_result(result, ref)
+    assert list(result.cluster_results) == list(ref.cluster_results)  # same labels, same order
+    for label, atomic in ref.cluster_results.items():
+        assert result.cluster_results[label].return_result == atomic.return_result
+        assert result.cluster_results[label].molecule == atomic.molecule

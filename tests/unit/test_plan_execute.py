@@ -1,0 +1,76 @@
+"""Planning (labels, levels, costs) and running one task in-process, without any transport."""
+
+from __future__ import annotations
+
+import qcengine
+
+from mbe_mpi.execute import WorkerContext, run_task
+from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
+from mbe_mpi.plan import build_plan
+from mbe_mpi.protocol import TaskSpec
+
+from ..cases import case_inputs
+from ..conftest import cluster_molecule, manybody_input
+
+
+def test_dispatch_order_is_level_by_level_largest_first_supersystem_last():
+    plan = build_plan(case_inputs()["xtb-gradient-supersystem"])
+    order = plan.dispatch_order()
+    assert sorted(t.index for t in order) == list(range(len(plan.tasks)))
+    levels = [t.level for t in order]
+    assert levels == sorted(levels)
+    assert order[-1].level == 4 and order[-1].real == (1, 2, 3, 4)  # the supersystem task
+    for group in plan.by_level().values():
+        costs = [t.cost for t in group]
+        assert costs == sorted(costs, reverse=True)
+
+
+def test_counterpoise_tasks_cost_more_than_bare_ones():
+    plan = build_plan(manybody_input(cluster_molecule(3), bsse=["cp", "nocp"]))
+    monomers = [t for t in plan.tasks if t.level == 1]
+    bare = [t.cost for t in monomers if len(t.basis) == 1]
+    ghosted = [t.cost for t in monomers if len(t.basis) > 1]
+    assert bare and ghosted and min(ghosted) > max(bare)
+    assert plan.dispatch_order()[0].basis == (1, 2, 3)  # ghosted monomers go first in level 1
+
+
+def test_run_task_equals_a_direct_qcengine_call():
+    mbi = case_inputs()["xtb-gradient-supersystem"]
+    plan = build_plan(mbi)
+    ctx = WorkerContext.build(mbi, rank=5, threads=1, memory_gib=1.5)
+    assert ctx.task_config == {"ncores": 1, "memory": 1.5, "retries": 0}
+    task = plan.tasks[-1]
+    result = run_task(ctx, TaskSpec(task.index, task.mc_index, task.real, task.basis))
+    assert result.ok and result.rank == 5 and result.task_id == task.index
+    spec = plan.computer.input_data.specification.specification[plan.model_chemistries[task.mc_index]]
+    molecule = build_fragment_molecule(plan.core, task.real, task.basis)
+    direct = qcengine.compute(
+        build_atomic_input(molecule, spec.program, {"driver": "gradient", "model": spec.model.model_dump()}),
+        spec.program)
+    assert result.energy == direct.properties.return_energy
+    assert result.gradient.tobytes() == direct.properties.return_gradient.tobytes()
+    assert result.atomic_result_json is None  # cluster_results protocol "none": nothing extra travels
+
+
+def test_failing_task_becomes_a_structured_error():
+    mbi = case_inputs()["hessian-nocp"]
+    spec = mbi.specification.specification["(auto)"].model_copy(update={"keywords": {"max_cycle": 1,
+                                                                                       "conv_tol": 1e-14}})
+    mbi = mbi.model_copy(update={"specification": mbi.specification.model_copy(update={
+        "specification": {"(auto)": spec}})})
+    ctx = WorkerContext.build(mbi, rank=2, threads=1, memory_gib=1.0)
+    result = run_task(ctx, TaskSpec(0, 0, (1,), (1,), attempt=3))
+    assert not result.ok
+    assert result.error.label == '["(auto)", [1], [1]]'
+    assert result.error.rank == 2 and result.error.attempt == 3
+    assert "converge" in result.error.message.lower()
+    assert result.error.traceback
+
+
+def test_cluster_results_all_sends_the_atomic_result():
+    mbi = manybody_input(cluster_molecule(2), bsse=["nocp"], cluster_results="all",
+                         specification={"program": "tblite", "driver": "energy",
+                                        "model": {"method": "gfn2-xtb", "basis": None}})
+    ctx = WorkerContext.build(mbi, rank=1, threads=1, memory_gib=1.0)
+    result = run_task(ctx, TaskSpec(0, 0, (1,), (1,)))
+    assert result.ok and '"return_energy"' in result.atomic_result_json
