@@ -3,7 +3,8 @@
 Results equal QCManyBody's sequential ``ManyBodyComputer`` (same QCEngine calls, same assembly
 through ``ManyBodyCore.analyze``); only the running of the fragment QC tasks is parallel.
 
-Importing the package registers the QCEngine programs ``pyscf`` and ``tblite``.
+Importing the package registers the QCEngine programs ``pyscf`` and ``tblite``, and ``synthetic``
+(a stand-in with a known cost and a smooth energy, for benchmarks and fault tests; not chemistry).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""QCEngine program harnesses that mbe_mpi registers (PySCF, tblite), and model checks.
+"""QCEngine program harnesses that mbe_mpi registers (PySCF, tblite, synthetic), and model checks.
 
 Registering them with QCEngine (rather than calling PySCF directly) is what lets QCManyBody's own
 sequential ``ManyBodyComputer`` run the very same code, which is how exactness is tested.
