@@ -1,7 +1,8 @@
 """Command line: parse, validate, choose transport, run, write, exit code.
 
 Exit codes: 0 success; 1 a QC task failed; 2 bad input or options (one readable line, no
-traceback, on every rank); 3 internal error (traceback in the log); 130 interrupted.
+traceback, on every rank); 3 internal error (traceback in the log); 4 stopped early by SIGTERM or
+SIGUSR1 (rerun the same command to resume); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ examples:
   python -m mbe_mpi examples/water3_gfn2.yaml --n-workers 2 -o out.json
   mpiexec -n 4 python -m mbe_mpi examples/water3_mp2_cp.yaml       # rank 0 master, 3 worker ranks
 
-exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal error
+restart: a checkpoint is kept beside the output while the run is under way; rerunning the same
+command resumes from it (only missing QC tasks are computed); --fresh starts over.
+
+exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal error,
+            4 stopped by SIGTERM/SIGUSR1 (rerun to resume)
 """
 
 
@@ -43,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="memory for each QC task (default: an even share of the node per worker)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE on every rank first (registers a site's QCEngine harness); repeatable")
+    restart = parser.add_argument_group("checkpoint and cache")
+    restart.add_argument("--checkpoint", metavar="FILE",
+                         help="checkpoint file (default: OUT.json's name + .checkpoint.sqlite, beside the output); "
+                         "a rerun of the same command resumes from it")
+    restart.add_argument("--no-checkpoint", action="store_true", default=None, help="keep no checkpoint")
+    restart.add_argument("--fresh", action="store_true", default=None,
+                         help="ignore (delete) an existing checkpoint and start from scratch")
+    restart.add_argument("--cache-dir", metavar="DIR",
+                         help="result cache shared between runs (reuses identical QC tasks, e.g. max_nbody 2 -> 3)")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -62,6 +76,11 @@ def default_output_path(input_path: str) -> Path:
     return path.with_name(path.stem + ".result.json")
 
 
+def checkpoint_path(output: Path) -> Path:
+    """The default checkpoint: beside the output, so a requeued job script finds it again."""
+    return output.with_name(output.stem + ".checkpoint.sqlite")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rank = _rank()
@@ -70,7 +89,18 @@ def main(argv: list[str] | None = None) -> int:
                         else f"mbe_mpi[rank {rank}] %(levelname)s: %(message)s")
     say = (lambda text: None) if (args.quiet or rank != 0) else print
 
-    from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, EXIT_OK, EXIT_TASK_FAILED, InputError, TaskFailedError
+    from .errors import (
+        EXIT_INPUT_ERROR,
+        EXIT_INTERNAL_ERROR,
+        EXIT_OK,
+        EXIT_STOPPED,
+        EXIT_TASK_FAILED,
+        InputError,
+        RunStopped,
+        TaskFailedError,
+    )
+
+    output = Path(args.output) if args.output else default_output_path(args.input)
 
     try:
         from .harnesses import import_plugins
@@ -85,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 threads_per_task=args.threads_per_task,
                 memory_per_task=args.memory_per_task,
                 plugins=tuple(args.plugin),
+                checkpoint=False if args.no_checkpoint else args.checkpoint,
+                cache_dir=args.cache_dir,
+                fresh=args.fresh,
             )
+            if options.checkpoint in (None, True):  # the default place: beside the output
+                options = options.merged(checkpoint=str(checkpoint_path(output)))
             return mbi, options
 
         result = run(prepare)
@@ -97,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"mbe_mpi: error: {exc}", file=sys.stderr)
         return EXIT_TASK_FAILED
+    except RunStopped as exc:
+        if rank == 0:
+            print(f"mbe_mpi: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     except KeyboardInterrupt:
         return 130
     except Exception:
@@ -105,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if result is None:  # a worker rank
         return EXIT_OK
-    output = Path(args.output) if args.output else default_output_path(args.input)
     output.write_text(result.model_dump_json())
     from .report import summary
 

@@ -20,7 +20,20 @@ class TaskFailedError(RuntimeError):
         self.failures = failures or []
 
 
+class RunStopped(RuntimeError):
+    """The run was asked to stop (SIGTERM/SIGUSR1, e.g. a batch time limit) before it finished.
+
+    ``abandoned`` counts tasks still running on workers that could not be waited for; their
+    workers must be ended by the caller.
+    """
+
+    def __init__(self, message: str, abandoned: int = 0):
+        super().__init__(message)
+        self.abandoned = abandoned
+
+
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
+EXIT_STOPPED = 4  # stopped early on request; rerun the same command to resume

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from .backoff import Backoff
-from .errors import TaskFailedError
+from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
 from .protocol import ResultMessage, ShutdownMessage, TaskMessage, TaskSpec, decode, encode
 from .transports import MasterTransport
@@ -75,18 +76,32 @@ def run_master(
     transport: MasterTransport,
     plan: Plan,
     on_result: Callable[[Task, ResultMessage], None] | None = None,
+    *,
+    tasks: Sequence[Task] | None = None,
+    stop_requested: Callable[[], str | None] | None = None,
+    stop_grace: float = 30.0,
 ) -> dict[int, ResultMessage]:
-    """Run every task of ``plan`` on the transport's workers; return results by task index.
+    """Run ``tasks`` (default: all of ``plan``) on the transport's workers; return results by task index.
 
     A failed task stops dispatching; tasks already running complete (their results are kept), then
-    workers are shut down and :class:`TaskFailedError` names the failure.
+    workers are shut down and :class:`TaskFailedError` names the failure. When ``stop_requested``
+    returns a reason (a signal arrived), dispatching stops too; running tasks get ``stop_grace``
+    seconds to finish, then :class:`RunStopped` says how many were abandoned.
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
     backoff = Backoff()
+    stop_reason: str | None = None
+    deadline = float("inf")
+    scheduler: LevelScheduler | None = None
     try:  # whatever happens, the finally clause releases the workers: they must never wait forever
-        scheduler = LevelScheduler(plan.by_level(), transport.worker_ids)
-        while not scheduler.finished:
+        scheduler = LevelScheduler(plan.by_level(tasks), transport.worker_ids)
+        while not scheduler.finished and time.monotonic() < deadline:
+            if stop_reason is None and stop_requested is not None and (stop_reason := stop_requested()):
+                logger.warning("%s: dispatching no more tasks; waiting up to %.0f s for %d running task(s)",
+                               stop_reason, stop_grace, len(scheduler.running))
+                scheduler.stop()
+                deadline = time.monotonic() + stop_grace
             for worker, task in scheduler.assignments():
                 spec = TaskSpec(task.index, task.mc_index, task.real, task.basis)
                 transport.send(worker, encode(TaskMessage((spec,))))
@@ -109,11 +124,14 @@ def run_master(
                 if on_result is not None:
                     on_result(task, message)
     finally:
+        abandoned = len(scheduler.running) if scheduler is not None else 0
         for worker in transport.worker_ids:
             transport.send(worker, encode(ShutdownMessage()))
-        transport.close()
+        transport.close(abandon=abandoned > 0)
     if failures:
         raise TaskFailedError(_failure_text(plan, failures), failures)
+    if stop_reason is not None:
+        raise RunStopped(stop_reason, abandoned=abandoned)
     return results
 
 

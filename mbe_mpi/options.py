@@ -29,12 +29,21 @@ class ExecutionOptions:
 
     ``memory_per_task`` is in GiB (QCEngine's TaskConfig unit). ``None`` means an even share of
     the node's memory per worker, never QCEngine's default of 90% of the node for *each* task.
+
+    ``checkpoint``: a file path, ``False`` for none, or ``None``/``True`` for the default (beside
+    the output on the command line; none in the Python API). ``cache_dir``: a folder holding a
+    result cache shared between runs. ``fresh``: ignore (delete) an existing checkpoint.
+    ``stop_grace``: seconds to wait for running tasks after SIGTERM/SIGUSR1 before ending them.
     """
 
     n_workers: int | None = None
     threads_per_task: int = 1
     memory_per_task: float | None = None
     plugins: tuple[str, ...] = ()
+    checkpoint: str | bool | None = None
+    cache_dir: str | None = None
+    fresh: bool = False
+    stop_grace: float = 30.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -53,6 +62,24 @@ class ExecutionOptions:
             kwargs["threads_per_task"] = _positive_int(values["threads_per_task"], f"{where}.threads_per_task")
         if values.get("memory_per_task") is not None:
             kwargs["memory_per_task"] = _positive_float(values["memory_per_task"], f"{where}.memory_per_task")
+        if values.get("checkpoint") is not None:
+            checkpoint = values["checkpoint"]
+            if not isinstance(checkpoint, (str, bool)) or checkpoint == "":
+                raise InputError(f"{where}.checkpoint must be a file path, true or false, got {checkpoint!r}")
+            kwargs["checkpoint"] = checkpoint
+        if values.get("cache_dir") is not None:
+            if not isinstance(values["cache_dir"], str) or not values["cache_dir"]:
+                raise InputError(f"{where}.cache_dir must be a folder path, got {values['cache_dir']!r}")
+            kwargs["cache_dir"] = values["cache_dir"]
+        if values.get("fresh") is not None:
+            if not isinstance(values["fresh"], bool):
+                raise InputError(f"{where}.fresh must be true or false, got {values['fresh']!r}")
+            kwargs["fresh"] = values["fresh"]
+        if values.get("stop_grace") is not None:
+            grace = values["stop_grace"]
+            if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+                raise InputError(f"{where}.stop_grace must be a number of seconds (0 or more), got {grace!r}")
+            kwargs["stop_grace"] = float(grace)
         if values.get("plugins") is not None:
             plugins = values["plugins"]
             if isinstance(plugins, str):

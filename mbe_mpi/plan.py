@@ -69,10 +69,10 @@ class Plan:
     def label(self, task: Task) -> str:
         return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
 
-    def by_level(self) -> dict[int, list[Task]]:
-        """Tasks grouped by n-body level (ascending), each group largest expected cost first."""
+    def by_level(self, tasks: Sequence[Task] | None = None) -> dict[int, list[Task]]:
+        """Tasks (default: all) grouped by n-body level (ascending), each group largest expected cost first."""
         groups: dict[int, list[Task]] = {}
-        for task in self.tasks:
+        for task in self.tasks if tasks is None else tasks:
             groups.setdefault(task.level, []).append(task)
         return {
             level: sorted(groups[level], key=lambda t: (-t.cost, t.index)) for level in sorted(groups)

@@ -44,6 +44,10 @@ def summary(result: ManyBodyResult, output_path: str | None = None) -> str:
     if stats:
         per_level = ", ".join(f"{level}-body {count}" for level, count in sorted(stats["tasks_per_level"].items()))
         lines.append(f"  QC tasks: {result.properties.calcinfo_nmbe} ({per_level})")
+        reused = stats.get("from_checkpoint", 0) + stats.get("from_cache", 0)
+        if reused:
+            lines.append(f"  computed {stats['computed']}, reused {reused} "
+                         f"({stats['from_checkpoint']} from the checkpoint, {stats['from_cache']} cache hits)")
         lines.append(
             f"  wall time {stats['wall_time']:.2f} s on {stats['n_workers']} {stats['transport']} workers; "
             f"QC time {stats['task_time']:.2f} s"

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -19,12 +22,13 @@ from typing import Any
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 
 from .assemble import assemble
-from .errors import InputError
+from .checkpoint import Journal
+from .errors import EXIT_STOPPED, InputError, RunStopped
 from .execute import WorkerContext, default_memory_per_task
 from .harnesses import import_plugins
 from .master import run_master
 from .options import ExecutionOptions, usable_cores
-from .plan import Plan, build_plan
+from .plan import Plan, Task, build_plan
 from .protocol import ResultMessage
 from .transports import MasterTransport, WorkerEndpoint
 from .worker import serve
@@ -51,13 +55,118 @@ class RunStats:
     wall_time: float
     tasks_per_level: dict[int, int]
     task_time: float
+    computed: int
+    from_checkpoint: int
+    from_cache: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass
+class MasterSetup:
+    """Rank 0's view of a run once the input is validated: plan, journal and reusable results."""
+
+    mbi: ManyBodyInput
+    input_json: str
+    options: ExecutionOptions
+    plan: Plan
+    journal: Journal
+    reused: dict[int, ResultMessage]
+
+    @classmethod
+    def prepare(cls, prepare: Prepare) -> MasterSetup:
+        mbi, options = prepare()
+        plan = build_plan(mbi)
+        input_json = mbi.model_dump_json()
+        checkpoint = options.checkpoint if isinstance(options.checkpoint, str) else None
+        journal = Journal(plan, input_json, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
+        reused = journal.reusable()
+        if journal.from_checkpoint:
+            logger.warning("resuming from checkpoint %s: %d of %d QC results are done already",
+                           checkpoint, journal.from_checkpoint, len(plan.tasks))
+        if journal.from_cache:
+            logger.info("%d QC results found in the cache %s", journal.from_cache, options.cache_dir)
+        return cls(mbi, input_json, options, plan, journal, reused)
+
+    @property
+    def todo(self) -> list[Task]:
+        return [task for task in self.plan.tasks if task.index not in self.reused]
+
+
+class _StopSignals:
+    """SIGTERM/SIGUSR1 (a batch system's warning before the time limit) ask the master to stop cleanly."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.reason = f"received {signal.Signals(signum).name}"
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+
+def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, name: str,
+                             started: float) -> ManyBodyResult:
+    plan, journal = setup.plan, setup.journal
+    task_time = 0.0
+    saved = len(setup.reused)
+    completed = False
+
+    def on_result(task: Task, message: ResultMessage) -> None:
+        nonlocal task_time, saved
+        journal.record(task, message)  # first: a result on disk survives whatever happens next
+        saved += message.ok
+        task_time += message.wall_time
+        logger.debug("task %s done on worker %d in %.3f s", plan.label(task), message.rank, message.wall_time)
+
+    todo = setup.todo
+    try:
+        with _StopSignals() as stop:
+            results = run_master(transport, plan, on_result, tasks=todo, stop_requested=stop,
+                                 stop_grace=setup.options.stop_grace)
+        result = assemble(plan, {**setup.reused, **results})
+        completed = True
+    except RunStopped as exc:
+        where = f" in {journal.checkpoint.path}" if journal.checkpoint else " (no checkpoint was kept)"
+        raise RunStopped(f"{exc}; {saved} of {len(plan.tasks)} QC results are saved{where}; "
+                         "rerun the same command to resume", abandoned=exc.abandoned) from None
+    finally:
+        journal.close(completed=completed)
+    stats = RunStats(
+        transport=name,
+        n_workers=len(transport.worker_ids),
+        wall_time=time.perf_counter() - started,
+        tasks_per_level={level: len(tasks) for level, tasks in plan.by_level().items()},
+        task_time=task_time,
+        computed=len(todo),
+        from_checkpoint=journal.from_checkpoint,
+        from_cache=journal.from_cache,
+    )
+    return result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
+
+
 def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
     """A worker's whole life: build its context (plugins, input, QCEngine config), then serve."""
+    # Batch systems and mpiexec deliver SIGTERM/SIGUSR1 to every process; stopping is the master's
+    # decision (it saves results and then shuts the workers down), so workers ignore them.
+    if threading.current_thread() is threading.main_thread():
+        for sig in _StopSignals.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=init.get("log_level", logging.WARNING),
                         format=f"mbe_mpi[worker {endpoint.rank}] %(levelname)s: %(message)s")
 
@@ -79,28 +188,6 @@ def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) 
     }
 
 
-def _run_master_and_assemble(
-    transport: MasterTransport, plan: Plan, name: str, started: float
-) -> ManyBodyResult:
-    task_time = 0.0
-
-    def on_result(task: Any, message: ResultMessage) -> None:
-        nonlocal task_time
-        task_time += message.wall_time
-        logger.debug("task %s done on worker %d in %.3f s", plan.label(task), message.rank, message.wall_time)
-
-    results = run_master(transport, plan, on_result)
-    result = assemble(plan, results)
-    stats = RunStats(
-        transport=name,
-        n_workers=len(transport.worker_ids),
-        wall_time=time.perf_counter() - started,
-        tasks_per_level={level: len(tasks) for level, tasks in plan.by_level().items()},
-        task_time=task_time,
-    )
-    return result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
-
-
 def run(prepare: Prepare) -> ManyBodyResult | None:
     """Run an MBE on whichever transport this process was launched for. Rank 0 returns the result."""
     if launched_by_mpi():
@@ -110,15 +197,16 @@ def run(prepare: Prepare) -> ManyBodyResult | None:
 
 def _run_local(prepare: Prepare) -> ManyBodyResult:
     started = time.perf_counter()
-    mbi, options = prepare()
-    plan = build_plan(mbi)
+    setup = MasterSetup.prepare(prepare)
+    options = setup.options
     n_workers = options.n_workers or usable_cores()
     memory = options.memory_per_task or default_memory_per_task(n_workers)
-    logger.info("running %d QC tasks on %d local worker processes", len(plan.tasks), n_workers)
+    logger.info("running %d QC tasks on %d local worker processes", len(setup.todo), n_workers)
     from .transports.local import LocalMasterTransport
 
-    transport = LocalMasterTransport(n_workers, _worker_init(mbi.model_dump_json(), options, memory), options.threads_per_task)
-    return _run_master_and_assemble(transport, plan, "local", started)
+    init = _worker_init(setup.input_json, options, memory)
+    transport = LocalMasterTransport(n_workers, init, options.threads_per_task)
+    return _run_master_and_assemble(transport, setup, "local", started)
 
 
 def _warn_thread_cap(threads_per_task: int) -> None:
@@ -146,12 +234,11 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
 
     started = time.perf_counter()
     rank = comm.Get_rank()
-    plan = None
+    setup = None
     if rank == 0:
         try:
-            mbi, options = prepare()
-            plan = build_plan(mbi)
-            announcement: tuple = ("ok", mbi.model_dump_json(), options.to_dict())
+            setup = MasterSetup.prepare(prepare)
+            announcement: tuple = ("ok", setup.input_json, setup.options.to_dict())
         except InputError as exc:
             announcement = ("input", str(exc))
         except Exception:
@@ -173,7 +260,14 @@ def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
 
     if rank == 0:
         _warn_thread_cap(options.threads_per_task)
-        logger.info("running %d QC tasks on %d MPI worker ranks", len(plan.tasks), comm.Get_size() - 1)
-        return _run_master_and_assemble(MPIMasterTransport(comm), plan, "mpi", started)
+        logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)
+        try:
+            return _run_master_and_assemble(MPIMasterTransport(comm), setup, "mpi", started)
+        except RunStopped as exc:
+            if not exc.abandoned:
+                raise
+            # Busy workers cannot be told to stop, and MPI_Finalize would wait for them: end the job.
+            print(f"mbe_mpi: {exc}", file=sys.stderr, flush=True)
+            comm.Abort(EXIT_STOPPED)
     worker_startup(MPIWorkerEndpoint(comm), _worker_init(input_json, options, memory))
     return None

@@ -22,8 +22,8 @@ class MasterTransport(Protocol):
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
         """Messages that arrived, waiting at most ``timeout`` seconds when none is there yet."""
 
-    def close(self) -> None:
-        """Flush outstanding sends and release resources."""
+    def close(self, abandon: bool = False) -> None:
+        """Flush outstanding sends and release resources; ``abandon``: workers are still busy, do not wait."""
 
 
 class WorkerEndpoint(Protocol):

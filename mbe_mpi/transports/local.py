@@ -104,12 +104,13 @@ class LocalMasterTransport:
         if conn is not None:
             conn.close()
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         for proc in self._procs.values():
-            proc.join(timeout=30)
+            proc.join(timeout=0 if abandon else 30)
             if proc.is_alive():
-                logger.warning("worker process %s did not stop; terminating it", proc.name)
-                proc.terminate()
+                if not abandon:
+                    logger.warning("worker process %s did not stop; killing it", proc.name)
+                proc.kill()  # SIGKILL: workers ignore SIGTERM, which is the master's to handle
                 proc.join(timeout=5)
         for conn in self._conns.values():
             conn.close()

@@ -74,9 +74,12 @@ class MPIMasterTransport:
             self._reap()
         return events
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        # Even when workers are busy, the small SHUTDOWN sends complete (eager protocol); a busy
+        # worker that never reads them is ended by the caller with MPI_Abort.
         backoff = Backoff(maximum=1e-3)
-        while self._sends:
+        deadline = time.monotonic() + (1.0 if abandon else float("inf"))
+        while self._sends and time.monotonic() < deadline:
             self._reap()
             if self._sends:
                 backoff.sleep()

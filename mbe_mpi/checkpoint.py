@@ -1,0 +1,226 @@
+"""Completed QC results on disk: the run's checkpoint journal and the shared result cache.
+
+Both are a :class:`ResultStore`: an SQLite file of results keyed by the task's content hash
+(:mod:`mbe_mpi.hashing`). The checkpoint lives beside the output and also records which input it
+belongs to, so a rerun of the same command resumes and a different input is refused; the cache
+(``execution.cache_dir``) is shared by any runs that need the same QC tasks.
+
+Why SQLite (standard library) rather than JSON lines:
+
+* crash safety comes for free: each result is committed as one transaction in write-ahead-log
+  mode, so after ``kill -9`` of the whole job at any moment the file opens and holds exactly the
+  committed results; SQLite checksums WAL frames and ignores a torn, half-written tail;
+* lookups by hash are indexed, which matters for a cache shared by runs of 10^5 tasks;
+* numbers are stored as IEEE doubles and raw little-endian float64 bytes with their shape, which
+  round-trip bit for bit and are safe to load (nothing is unpickled).
+
+``synchronous=NORMAL`` makes a commit cost microseconds, not an fsync: it is durable against the
+process being killed, which is the failure that matters here; only a power loss or kernel crash
+could lose the last commits, and those tasks are then simply computed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .hashing import input_hash, task_hashes
+from .plan import Plan, Task
+from .protocol import ResultMessage
+
+SCHEMA_VERSION = 1
+_FROM_STORE_RANK = -1  # results read back from disk were not computed by any rank of this run
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    hash TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    energy REAL,
+    gradient BLOB, gradient_shape TEXT,
+    hessian BLOB, hessian_shape TEXT,
+    atomic_result TEXT,
+    wall_time REAL NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def _array_to_blob(array: np.ndarray | None) -> tuple[bytes | None, str | None]:
+    if array is None:
+        return None, None
+    array = np.asarray(array)
+    return np.ascontiguousarray(array, dtype="<f8").tobytes(), json.dumps(list(array.shape))
+
+
+def _blob_to_array(blob: bytes | None, shape: str | None) -> np.ndarray | None:
+    if blob is None:
+        return None
+    return np.frombuffer(blob, dtype="<f8").reshape(json.loads(shape)).astype(np.float64)
+
+
+class ResultStore:
+    """QC results keyed by content hash, in one SQLite file; used by the master only."""
+
+    def __init__(self, path: str | os.PathLike, *, what: str = "checkpoint"):
+        self.path = Path(path)
+        self.what = what
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")  # a cache may be shared by concurrent runs
+            self._db.executescript(_SCHEMA)
+            version = self._meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise InputError(
+                f"{what} {self.path} cannot be used ({exc}); move it away, or start afresh with --fresh"
+            ) from None
+        except OSError as exc:
+            raise InputError(f"{what} {self.path} cannot be created ({exc.strerror}); choose another place") from None
+        if version is None:
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+        elif version != str(SCHEMA_VERSION):
+            raise InputError(f"{what} {self.path} was written by another mbe_mpi version (schema {version}); "
+                             "remove it or use --fresh")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def claim(self, input_hash: str) -> None:
+        """Bind a checkpoint to one input; refuse one that belongs to another input."""
+        owner = self._meta("input_hash")
+        if owner is None:
+            self._set_meta("input_hash", input_hash)
+        elif owner != input_hash:
+            raise InputError(
+                f"checkpoint {self.path} belongs to a different input; rerun with --fresh to discard it, "
+                "or set execution.checkpoint to another file"
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+
+    def get_many(self, hashes: Iterable[str], *, need_atomic_result: bool = False) -> dict[str, ResultMessage]:
+        """The stored results among ``hashes`` (keyed by hash; task_id is left 0 for the caller to set)."""
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[str, ResultMessage] = {}
+        for start in range(0, len(wanted), 500):  # SQLite limits the number of bound parameters
+            chunk = wanted[start : start + 500]
+            rows = self._db.execute(
+                "SELECT hash, energy, gradient, gradient_shape, hessian, hessian_shape, atomic_result, wall_time "
+                f"FROM results WHERE hash IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, energy, grad, grad_shape, hess, hess_shape, atomic, wall in rows:
+                if need_atomic_result and atomic is None:
+                    continue  # stored without the full AtomicResult this run must keep
+                found[key] = ResultMessage(
+                    0, _FROM_STORE_RANK, wall, energy=energy, gradient=_blob_to_array(grad, grad_shape),
+                    hessian=_blob_to_array(hess, hess_shape), atomic_result_json=atomic,
+                )
+        return found
+
+    def put(self, key: str, label: str, message: ResultMessage) -> None:
+        """Record one successful result, committed at once (crash-safe)."""
+        grad, grad_shape = _array_to_blob(message.gradient)
+        hess, hess_shape = _array_to_blob(message.hessian)
+        self._db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, label, message.energy, grad, grad_shape, hess, hess_shape, message.atomic_result_json,
+             message.wall_time, time.time()),
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def remove(self) -> None:
+        """Close and delete the file (and its WAL/shared-memory companions)."""
+        self.close()
+        remove_store(self.path)
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{path}{suffix}")
+
+
+class Journal:
+    """The master's record of one run: what can be reused, and every result as it arrives.
+
+    Results go to the checkpoint (bound to this input; removed once the run has completed and its
+    output is written) and to the shared cache, if either is configured.
+    """
+
+    def __init__(self, plan: Plan, input_json: str, *, checkpoint: str | None, cache_dir: str | None,
+                 fresh: bool = False):
+        self.plan = plan
+        self.checkpoint: ResultStore | None = None
+        self.cache: ResultStore | None = None
+        self.hashes: list[str] = task_hashes(plan) if (checkpoint or cache_dir) else []
+        self.from_checkpoint = 0
+        self.from_cache = 0
+        if checkpoint:
+            if fresh:
+                remove_store(checkpoint)
+            self.checkpoint = ResultStore(checkpoint, what="checkpoint")
+            self.checkpoint.claim(input_hash(input_json))
+        if cache_dir:
+            self.cache = ResultStore(Path(cache_dir) / "results.sqlite", what="cache")
+
+    def reusable(self) -> dict[int, ResultMessage]:
+        """Results already on disk, by task index: checkpoint first, then cache."""
+        need_atomic = self.plan.computer.input_data.specification.protocols.cluster_results == "all"
+        by_hash: dict[str, ResultMessage] = {}
+        if self.checkpoint is not None:
+            by_hash = self.checkpoint.get_many(self.hashes, need_atomic_result=need_atomic)
+        from_checkpoint = set(by_hash)
+        if self.cache is not None:
+            missing = [h for h in self.hashes if h not in by_hash]
+            by_hash.update(self.cache.get_many(missing, need_atomic_result=need_atomic))
+        reused = {}
+        for task in self.plan.tasks:
+            message = by_hash.get(self.hashes[task.index])
+            if message is not None:
+                reused[task.index] = dataclasses.replace(message, task_id=task.index)
+                if self.hashes[task.index] in from_checkpoint:
+                    self.from_checkpoint += 1
+                else:
+                    self.from_cache += 1
+        return reused
+
+    def record(self, task: Task, message: ResultMessage) -> None:
+        """Keep a successful result; called as each result arrives, before anything else is done."""
+        if not message.ok or not self.hashes:
+            return
+        key = self.hashes[task.index]
+        label = self.plan.label(task)
+        for store in (self.checkpoint, self.cache):
+            if store is not None:
+                store.put(key, label, message)
+
+    def close(self, *, completed: bool) -> None:
+        """Close the stores; a completed run's checkpoint is removed (its output holds everything)."""
+        if self.checkpoint is not None:
+            if completed:
+                self.checkpoint.remove()
+            else:
+                self.checkpoint.close()
+        if self.cache is not None:
+            self.cache.close()
