@@ -409,10 +409,10 @@ def stream(end: OursEnd | NaiveEnd, n: int, window: int, backoff: bool) -> dict[
 
 
 class CountingBackoff(Backoff):
-    """MPIWorkerEndpoint's own back-off (1 µs growing to 2 ms), counting how often it sleeps."""
+    """A Backoff (built with the endpoint's own limits) that counts how often it sleeps."""
 
-    def __init__(self) -> None:
-        super().__init__(maximum=2e-3)
+    def __init__(self, minimum: float, maximum: float) -> None:
+        super().__init__(minimum=minimum, maximum=maximum)
         self.sleeps = 0
 
     def sleep(self) -> None:
@@ -578,7 +578,8 @@ def mpi_main(args: argparse.Namespace) -> None:
             sleeps = None
             if variant.protocol == "ours":
                 endpoint = MPIWorkerEndpoint(comm)
-                endpoint._backoff = SpinBackoff() if variant.spin else CountingBackoff()
+                own = endpoint._backoff  # same limits, plus a count of the sleeps
+                endpoint._backoff = (SpinBackoff if variant.spin else CountingBackoff)(own.minimum, own.maximum)
                 count = serve_ours(endpoint, result_fields(qc, variant.kind))
                 sleeps = endpoint._backoff.sleeps
             else:
