@@ -91,8 +91,9 @@ def test_kill_9_then_same_command_resumes_exactly(ranks, tmp_path):
     assert not checkpoint.exists()  # a completed run leaves only its output
 
 
-@pytest.mark.parametrize("ranks", [3, None], ids=["mpi-3", "local-2"])
-def test_sigterm_stops_cleanly_and_says_how_to_resume(ranks, tmp_path):
+@pytest.mark.parametrize("ranks, stop_signal", [(3, signal.SIGTERM), (None, signal.SIGTERM), (None, signal.SIGUSR1)],
+                         ids=["mpi-3-TERM", "local-2-TERM", "local-2-USR1"])
+def test_stop_signal_stops_cleanly_and_says_how_to_resume(ranks, stop_signal, tmp_path):
     mbi = _synthetic_input(seconds=0.3)
     case = tmp_path / "case.json"
     case.write_text(mbi.model_dump_json())
@@ -100,10 +101,10 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(ranks, tmp_path):
     checkpoint = tmp_path / "out.checkpoint.sqlite"
     proc = _start(args, ranks, tmp_path)
     _wait_for_results(proc, checkpoint, 5)
-    proc.send_signal(signal.SIGTERM)  # mpiexec forwards it to every rank; workers leave it to the master
+    proc.send_signal(stop_signal)  # mpiexec forwards it to every rank; workers leave it to the master
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 4, stderr
-    assert "received SIGTERM" in stderr and "rerun the same command to resume" in stderr
+    assert f"received {stop_signal.name}" in stderr and "rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     saved = _journaled(checkpoint)
     assert 5 <= saved < 41
