@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 options = options.merged(checkpoint=str(checkpoint_path(output)))
             return mbi, options
 
-        result = run(prepare)
+        outcome = run(prepare)
     except InputError as exc:
         if rank == 0:
             print(f"mbe_mpi: error: {exc}", file=sys.stderr)
@@ -142,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mbe_mpi: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
-    if result is None:  # a worker rank
+    if outcome is None:  # a worker rank
         return EXIT_OK
+    result = outcome.result
     output.write_text(result.model_dump_json())
     from .report import summary
 

@@ -45,4 +45,5 @@ def compute(
         mbi, file_options = parse_input(manybody_input, source="compute()")
         return mbi, file_options.merged(**overrides)
 
-    return run(prepare)
+    outcome = run(prepare)
+    return None if outcome is None else outcome.result

@@ -188,6 +188,8 @@ class Journal:
 
     def reusable(self) -> dict[int, ResultMessage]:
         """Results already on disk, by task index: checkpoint first, then cache."""
+        if not self.hashes:
+            return {}
         need_atomic = self.plan.computer.input_data.specification.protocols.cluster_results == "all"
         by_hash: dict[str, ResultMessage] = {}
         if self.checkpoint is not None:

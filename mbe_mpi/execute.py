@@ -13,6 +13,7 @@ import time
 import traceback
 from typing import Any
 
+import psutil
 import qcengine
 from qcmanybody import ManyBodyCore
 from qcmanybody.models.v2 import ManyBodyInput
@@ -29,7 +30,8 @@ def default_memory_per_task(workers_on_node: int) -> float:
     QCEngine's default gives *each* task 90% of the node, so several ranks on one node would
     oversubscribe it (QCEngine issue 415).
     """
-    node_memory = qcengine.config.get_global("memory")  # GiB
+    # psutil directly, as QCEngine's get_global("memory") does: that call would also run cpuinfo (~1 s)
+    node_memory = psutil.virtual_memory().available / 1024**3
     return round(node_memory * 0.9 / max(1, workers_on_node), 3)
 
 
@@ -51,6 +53,9 @@ class WorkerContext:
         keep = mbi.specification.protocols.cluster_results == "all"
         # retries=0: QCEngine's own retries are for "random errors"; retrying is the scheduler's job.
         task_config = {"ncores": threads, "memory": memory_gib, "retries": 0}
+        # QCEngine describes the node (cpuinfo, ~1 s) on its first configuration: pay that at start-up,
+        # not inside the first task's timing.
+        qcengine.config.get_config(task_config=task_config)
         return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank)
 
     def label(self, task: TaskSpec) -> str:

@@ -10,6 +10,7 @@ idle master costs almost no CPU and a busy one answers in microseconds.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,10 +18,21 @@ from collections.abc import Callable, Iterable, Sequence
 from .backoff import Backoff
 from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
-from .protocol import ResultMessage, ShutdownMessage, TaskMessage, TaskSpec, decode, encode
+from .protocol import ReadyMessage, ResultMessage, ShutdownMessage, TaskMessage, TaskSpec, decode, encode
 from .transports import MasterTransport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """One task's result as the master saw it: who ran it, when it was sent and answered (perf_counter)."""
+
+    task: Task
+    message: ResultMessage
+    worker: int
+    sent: float
+    received: float
 
 
 class LevelScheduler:
@@ -31,7 +43,7 @@ class LevelScheduler:
     workers, a deque of pending tasks for the open level, and ``running`` (worker -> task).
     """
 
-    def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int]):
+    def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int] = ()):
         self._levels = collections.deque((level, tasks) for level, tasks in sorted(tasks_by_level.items()))
         self.idle: collections.deque[int] = collections.deque(workers)
         self.pending: collections.deque[Task] = collections.deque()
@@ -44,6 +56,10 @@ class LevelScheduler:
         while not self.pending and not self.running and self._levels:
             self.level, tasks = self._levels.popleft()
             self.pending.extend(tasks)
+
+    def add_worker(self, worker: int) -> None:
+        """A worker has started and is idle."""
+        self.idle.append(worker)
 
     @property
     def finished(self) -> bool:
@@ -75,18 +91,20 @@ class LevelScheduler:
 def run_master(
     transport: MasterTransport,
     plan: Plan,
-    on_result: Callable[[Task, ResultMessage], None] | None = None,
+    on_result: Callable[[Completion], None] | None = None,
     *,
     tasks: Sequence[Task] | None = None,
     stop_requested: Callable[[], str | None] | None = None,
     stop_grace: float = 30.0,
+    ready_at: dict[int, float] | None = None,
 ) -> dict[int, ResultMessage]:
     """Run ``tasks`` (default: all of ``plan``) on the transport's workers; return results by task index.
 
     A failed task stops dispatching; tasks already running complete (their results are kept), then
     workers are shut down and :class:`TaskFailedError` names the failure. When ``stop_requested``
     returns a reason (a signal arrived), dispatching stops too; running tasks get ``stop_grace``
-    seconds to finish, then :class:`RunStopped` says how many were abandoned.
+    seconds to finish, then :class:`RunStopped` says how many were abandoned. ``ready_at`` (if given)
+    receives when each worker reported READY (perf_counter).
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
@@ -94,8 +112,10 @@ def run_master(
     stop_reason: str | None = None
     deadline = float("inf")
     scheduler: LevelScheduler | None = None
+    sent_at: dict[int, float] = {}
+    ready_at = {} if ready_at is None else ready_at
     try:  # whatever happens, the finally clause releases the workers: they must never wait forever
-        scheduler = LevelScheduler(plan.by_level(tasks), transport.worker_ids)
+        scheduler = LevelScheduler(plan.by_level(tasks))  # workers join as their READY arrives
         while not scheduler.finished and time.monotonic() < deadline:
             if stop_reason is None and stop_requested is not None and (stop_reason := stop_requested()):
                 logger.warning("%s: dispatching no more tasks; waiting up to %.0f s for %d running task(s)",
@@ -105,6 +125,7 @@ def run_master(
             for worker, task in scheduler.assignments():
                 spec = TaskSpec(task.index, task.mc_index, task.real, task.basis)
                 transport.send(worker, encode(TaskMessage((spec,))))
+                sent_at[worker] = time.perf_counter()
             events = transport.wait(backoff.next_delay())
             if events:
                 backoff.reset()
@@ -113,6 +134,10 @@ def run_master(
                     _worker_lost(scheduler, plan, worker)
                     continue
                 message = decode(data)
+                if isinstance(message, ReadyMessage):
+                    scheduler.add_worker(worker)
+                    ready_at[worker] = time.perf_counter()
+                    continue
                 if not isinstance(message, ResultMessage):
                     raise RuntimeError(f"master received an unexpected {type(message).__name__} from worker {worker}")
                 task = scheduler.complete(worker)
@@ -122,7 +147,7 @@ def run_master(
                     failures.append((task, message))
                     scheduler.stop()
                 if on_result is not None:
-                    on_result(task, message)
+                    on_result(Completion(task, message, worker, sent_at[worker], time.perf_counter()))
     finally:
         abandoned = len(scheduler.running) if scheduler is not None else 0
         for worker in transport.worker_ids:

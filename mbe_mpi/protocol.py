@@ -26,8 +26,9 @@ PROTOCOL_VERSION = 1
 TASK = 1
 RESULT = 2
 SHUTDOWN = 3
+READY = 4
 
-KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN"}
+KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY"}
 
 
 class ProtocolError(RuntimeError):
@@ -94,7 +95,14 @@ class ShutdownMessage:
     exit_code: int = 0
 
 
-Message = TaskMessage | ResultMessage | ShutdownMessage
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadyMessage:
+    """A worker has started (its input and QC program are set up) and can take tasks."""
+
+    rank: int
+
+
+Message = TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage
 
 
 def encode(message: Message) -> bytes:
@@ -118,6 +126,8 @@ def encode(message: Message) -> bytes:
         )
     elif isinstance(message, ShutdownMessage):
         payload = (SHUTDOWN, message.exit_code)
+    elif isinstance(message, ReadyMessage):
+        payload = (READY, message.rank)
     else:
         raise TypeError(f"not a protocol message: {message!r}")
     return pickle.dumps((PROTOCOL_VERSION, *payload), protocol=5)
@@ -141,4 +151,6 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         )
     if kind == SHUTDOWN:
         return ShutdownMessage(*fields)
+    if kind == READY:
+        return ReadyMessage(*fields)
     raise ProtocolError(f"unknown message kind {kind!r}")

@@ -26,10 +26,11 @@ from .checkpoint import Journal
 from .errors import EXIT_STOPPED, InputError, RunStopped
 from .execute import WorkerContext, default_memory_per_task
 from .harnesses import import_plugins
-from .master import run_master
+from .master import Completion, run_master
 from .options import ExecutionOptions, usable_cores
 from .plan import Plan, Task, build_plan
 from .protocol import ResultMessage
+from .report import TaskTiming, timing_report
 from .transports import MasterTransport, WorkerEndpoint
 from .worker import serve
 
@@ -58,9 +59,18 @@ class RunStats:
     computed: int
     from_checkpoint: int
     from_cache: int
+    timing: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What rank 0 gets from a run: the result, and when each task ran (for reports and charts)."""
+
+    result: ManyBodyResult
+    timeline: list[TaskTiming]
 
 
 @dataclasses.dataclass
@@ -121,24 +131,30 @@ class _StopSignals:
 
 
 def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, name: str,
-                             started: float) -> ManyBodyResult:
+                             started: float) -> Outcome:
     plan, journal = setup.plan, setup.journal
     task_time = 0.0
     saved = len(setup.reused)
     completed = False
+    timeline: list[TaskTiming] = []
+    ready_at: dict[int, float] = {}
 
-    def on_result(task: Task, message: ResultMessage) -> None:
+    def on_result(done: Completion) -> None:
         nonlocal task_time, saved
-        journal.record(task, message)  # first: a result on disk survives whatever happens next
-        saved += message.ok
-        task_time += message.wall_time
-        logger.debug("task %s done on worker %d in %.3f s", plan.label(task), message.rank, message.wall_time)
+        journal.record(done.task, done.message)  # first: a result on disk survives whatever happens next
+        saved += done.message.ok
+        task_time += done.message.wall_time
+        timeline.append(TaskTiming.from_completion(done, started))
+        logger.debug("task %s done on worker %d in %.3f s", plan.label(done.task), done.worker,
+                     done.message.wall_time)
 
     todo = setup.todo
     try:
         with _StopSignals() as stop:
+            master_cpu = time.process_time()
             results = run_master(transport, plan, on_result, tasks=todo, stop_requested=stop,
-                                 stop_grace=setup.options.stop_grace)
+                                 stop_grace=setup.options.stop_grace, ready_at=ready_at)
+            master_cpu = time.process_time() - master_cpu
         result = assemble(plan, {**setup.reused, **results})
         completed = True
     except RunStopped as exc:
@@ -147,17 +163,22 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
                          "rerun the same command to resume", abandoned=exc.abandoned) from None
     finally:
         journal.close(completed=completed)
+    wall_time = time.perf_counter() - started
+    n_workers = len(transport.worker_ids)
     stats = RunStats(
         transport=name,
-        n_workers=len(transport.worker_ids),
-        wall_time=time.perf_counter() - started,
+        n_workers=n_workers,
+        wall_time=wall_time,
         tasks_per_level={level: len(tasks) for level, tasks in plan.by_level().items()},
         task_time=task_time,
         computed=len(todo),
         from_checkpoint=journal.from_checkpoint,
         from_cache=journal.from_cache,
+        timing=timing_report(timeline, n_workers, wall_time, master_cpu,
+                             startup=max(ready_at.values(), default=started) - started),
     )
-    return result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
+    result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
+    return Outcome(result, timeline)
 
 
 def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
@@ -188,14 +209,14 @@ def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) 
     }
 
 
-def run(prepare: Prepare) -> ManyBodyResult | None:
-    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the result."""
+def run(prepare: Prepare) -> Outcome | None:
+    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the outcome."""
     if launched_by_mpi():
         return _run_mpi(prepare)
     return _run_local(prepare)
 
 
-def _run_local(prepare: Prepare) -> ManyBodyResult:
+def _run_local(prepare: Prepare) -> Outcome:
     started = time.perf_counter()
     setup = MasterSetup.prepare(prepare)
     options = setup.options
@@ -219,7 +240,7 @@ def _warn_thread_cap(threads_per_task: int) -> None:
         )
 
 
-def _run_mpi(prepare: Prepare) -> ManyBodyResult | None:
+def _run_mpi(prepare: Prepare) -> Outcome | None:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD

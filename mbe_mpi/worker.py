@@ -7,7 +7,7 @@ import traceback
 from collections.abc import Callable
 
 from .execute import WorkerContext, run_task
-from .protocol import ResultMessage, ShutdownMessage, TaskError, TaskMessage, decode, encode
+from .protocol import ReadyMessage, ResultMessage, ShutdownMessage, TaskError, TaskMessage, decode, encode
 from .transports import WorkerEndpoint
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext]) -
         startup_error = f"worker could not start: {type(exc).__name__}: {exc}"
         startup_traceback = traceback.format_exc()
 
+    endpoint.send(encode(ReadyMessage(endpoint.rank)))
     while True:
         message = decode(endpoint.recv())
         if isinstance(message, ShutdownMessage):

@@ -152,3 +152,12 @@ def test_journal_records_reuses_and_removes_when_complete(tmp_path):
                      cache_dir=str(tmp_path / "cache"))
     cached.reusable()
     assert cached.from_cache >= 3  # monomers in their own basis are shared between cp and nocp
+
+
+def test_journal_without_checkpoint_or_cache_does_nothing():
+    mbi = manybody_input(cluster_molecule(2), driver="gradient", bsse=["nocp"], specification=SYNTHETIC)
+    plan = build_plan(mbi)
+    journal = Journal(plan, mbi.model_dump_json(), checkpoint=None, cache_dir=None)
+    assert journal.reusable() == {}
+    journal.record(plan.tasks[0], _message(np.random.default_rng(0), 0))
+    journal.close(completed=True)
