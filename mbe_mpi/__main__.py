@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ignore (delete) an existing checkpoint and start from scratch")
     restart.add_argument("--cache-dir", metavar="DIR",
                          help="result cache shared between runs (reuses identical QC tasks, e.g. max_nbody 2 -> 3)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress display (default: a live bar on a terminal, a line every 30 s otherwise)")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 options = options.merged(checkpoint=str(checkpoint_path(output)))
             return mbi, options
 
-        outcome = run(prepare)
+        outcome = run(prepare, progress=not args.quiet and not args.no_progress)
     except InputError as exc:
         if rank == 0:
             print(f"mbe_mpi: error: {exc}", file=sys.stderr)

@@ -97,6 +97,7 @@ def run_master(
     stop_requested: Callable[[], str | None] | None = None,
     stop_grace: float = 30.0,
     ready_at: dict[int, float] | None = None,
+    on_dispatch: Callable[[int, Task], None] | None = None,
 ) -> dict[int, ResultMessage]:
     """Run ``tasks`` (default: all of ``plan``) on the transport's workers; return results by task index.
 
@@ -126,6 +127,8 @@ def run_master(
                 spec = TaskSpec(task.index, task.mc_index, task.real, task.basis)
                 transport.send(worker, encode(TaskMessage((spec,))))
                 sent_at[worker] = time.perf_counter()
+                if on_dispatch is not None:
+                    on_dispatch(worker, task)
             events = transport.wait(backoff.next_delay())
             if events:
                 backoff.reset()

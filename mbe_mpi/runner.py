@@ -29,6 +29,7 @@ from .harnesses import import_plugins
 from .master import Completion, run_master
 from .options import ExecutionOptions, usable_cores
 from .plan import Plan, Task, build_plan
+from .progress import Progress
 from .protocol import ResultMessage
 from .report import TaskTiming, timing_report
 from .transports import MasterTransport, WorkerEndpoint
@@ -131,7 +132,7 @@ class _StopSignals:
 
 
 def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, name: str,
-                             started: float) -> Outcome:
+                             started: float, show_progress: bool) -> Outcome:
     plan, journal = setup.plan, setup.journal
     task_time = 0.0
     saved = len(setup.reused)
@@ -145,16 +146,22 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
         saved += done.message.ok
         task_time += done.message.wall_time
         timeline.append(TaskTiming.from_completion(done, started))
+        if progress is not None:
+            progress.completed(done)
         logger.debug("task %s done on worker %d in %.3f s", plan.label(done.task), done.worker,
                      done.message.wall_time)
 
     todo = setup.todo
+    progress = Progress(plan.tasks, set(setup.reused), len(transport.worker_ids)) if show_progress else None
     try:
         with _StopSignals() as stop:
             master_cpu = time.process_time()
             results = run_master(transport, plan, on_result, tasks=todo, stop_requested=stop,
-                                 stop_grace=setup.options.stop_grace, ready_at=ready_at)
+                                 stop_grace=setup.options.stop_grace, ready_at=ready_at,
+                                 on_dispatch=progress.dispatched if progress is not None else None)
             master_cpu = time.process_time() - master_cpu
+        if progress is not None:
+            progress.close()
         result = assemble(plan, {**setup.reused, **results})
         completed = True
     except RunStopped as exc:
@@ -209,14 +216,17 @@ def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) 
     }
 
 
-def run(prepare: Prepare) -> Outcome | None:
-    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the outcome."""
+def run(prepare: Prepare, *, progress: bool = False) -> Outcome | None:
+    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the outcome.
+
+    ``progress``: rank 0 shows progress with ETA on stderr (a live bar on a terminal).
+    """
     if launched_by_mpi():
-        return _run_mpi(prepare)
-    return _run_local(prepare)
+        return _run_mpi(prepare, progress)
+    return _run_local(prepare, progress)
 
 
-def _run_local(prepare: Prepare) -> Outcome:
+def _run_local(prepare: Prepare, progress: bool = False) -> Outcome:
     started = time.perf_counter()
     setup = MasterSetup.prepare(prepare)
     options = setup.options
@@ -227,7 +237,7 @@ def _run_local(prepare: Prepare) -> Outcome:
 
     init = _worker_init(setup.input_json, options, memory)
     transport = LocalMasterTransport(n_workers, init, options.threads_per_task)
-    return _run_master_and_assemble(transport, setup, "local", started)
+    return _run_master_and_assemble(transport, setup, "local", started, progress)
 
 
 def _warn_thread_cap(threads_per_task: int) -> None:
@@ -240,7 +250,7 @@ def _warn_thread_cap(threads_per_task: int) -> None:
         )
 
 
-def _run_mpi(prepare: Prepare) -> Outcome | None:
+def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -249,7 +259,7 @@ def _run_mpi(prepare: Prepare) -> Outcome | None:
             "mbe_mpi: only one MPI rank, so there is no worker rank; running the single-node fallback "
             "with local worker processes instead (use mpiexec -n 2 or more for MPI workers)"
         )
-        return _run_local(prepare)
+        return _run_local(prepare, progress)
 
     from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint, announce, await_announcement
 
@@ -283,7 +293,7 @@ def _run_mpi(prepare: Prepare) -> Outcome | None:
         _warn_thread_cap(options.threads_per_task)
         logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)
         try:
-            return _run_master_and_assemble(MPIMasterTransport(comm), setup, "mpi", started)
+            return _run_master_and_assemble(MPIMasterTransport(comm), setup, "mpi", started, progress)
         except RunStopped as exc:
             if not exc.abandoned:
                 raise
