@@ -57,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="ignore (delete) an existing checkpoint and start from scratch")
     restart.add_argument("--cache-dir", metavar="DIR",
                          help="result cache shared between runs (reuses identical QC tasks, e.g. max_nbody 2 -> 3)")
+
+    def gantt_path(value: str) -> str:
+        """--gantt's argument; refused up front (exit 2, before any QC work) when matplotlib is missing."""
+        from .report import MATPLOTLIB_MISSING, matplotlib_available
+
+        if not matplotlib_available():
+            raise argparse.ArgumentTypeError(MATPLOTLIB_MISSING)
+        return value
+
+    report = parser.add_argument_group("timing report")
+    report.add_argument("--report", metavar="REPORT.json",
+                        help="write where the time went (per n-body level: wall time, tasks, mean/max task time, "
+                        "worker utilisation, idle at the level barrier; master CPU; start-up), the per-task "
+                        "timeline and run info as JSON")
+    report.add_argument("--gantt", metavar="CHART.png", type=gantt_path,
+                        help="draw worker rank x time, one bar per task coloured by n-body level (needs matplotlib)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress display (default: a live bar on a terminal, a line every 30 s otherwise)")
     verbosity = parser.add_mutually_exclusive_group()
@@ -148,9 +164,27 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     result = outcome.result
     output.write_text(result.model_dump_json())
-    from .report import summary
+    from .report import gantt_chart, summary, write_report
 
-    say(summary(result, str(output)))
+    stats = result.extras.get("mbe_mpi", {})
+    written, failed = [], None
+    try:
+        if args.report:
+            write_report(args.report, stats, outcome.timeline)
+            written.append(f"  timing report written to {args.report}")
+        if args.gantt:
+            gantt_chart(outcome.timeline, args.gantt, n_workers=stats.get("n_workers"),
+                        wall_time=stats.get("wall_time"), startup=stats.get("timing", {}).get("startup"),
+                        transport=stats.get("transport"))
+            written.append(f"  Gantt chart written to {args.gantt}")
+    except ImportError as exc:  # matplotlib missing or broken: the message says how to install it
+        failed = str(exc)
+    except OSError as exc:
+        failed = f"cannot write {exc.filename or 'the report'}: {exc.strerror or exc}"
+    say("\n".join([summary(result, str(output)), *written]))
+    if failed:
+        print(f"mbe_mpi: error: {failed}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     return EXIT_OK
 
 

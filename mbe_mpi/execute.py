@@ -8,9 +8,14 @@ task.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import shutil
+import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -45,9 +50,12 @@ class WorkerContext:
     task_config: dict[str, Any]
     keep_atomic_results: bool
     rank: int
+    scratch_dir: str | None = None
+    keep_scratch: bool = False
 
     @classmethod
-    def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float) -> WorkerContext:
+    def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float,
+              scratch_dir: str | None = None, keep_scratch: bool = False) -> WorkerContext:
         computer = make_computer(mbi)
         core = computer.qcmb_core
         keep = mbi.specification.protocols.cluster_results == "all"
@@ -56,10 +64,33 @@ class WorkerContext:
         # QCEngine describes the node (cpuinfo, ~1 s) on its first configuration: pay that at start-up,
         # not inside the first task's timing.
         qcengine.config.get_config(task_config=task_config)
-        return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank)
+        if scratch_dir:
+            scratch_dir = os.path.expanduser(scratch_dir)
+            os.makedirs(scratch_dir, exist_ok=True)
+        return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank,
+                   scratch_dir, keep_scratch)
 
     def label(self, task: TaskSpec) -> str:
         return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
+
+
+@contextlib.contextmanager
+def task_scratch(ctx: WorkerContext, task: TaskSpec) -> Iterator[str]:
+    """A scratch folder of the task's own, as the working directory while the QC program runs.
+
+    Programs that write files into the working directory (or QCEngine's ``scratch_directory``) then
+    keep them apart from other tasks and on node-local disk; removed afterwards unless
+    ``keep_scratch``.
+    """
+    path = tempfile.mkdtemp(prefix=f"mbe_mpi_r{ctx.rank}_t{task.task_id}_a{task.attempt}_", dir=ctx.scratch_dir)
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(previous)
+        if not ctx.keep_scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
@@ -76,7 +107,9 @@ def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
         spec = ctx.specifications[mc]
         molecule = build_fragment_molecule(ctx.core, task.real, task.basis)
         atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
-        result = qcengine.compute(atomic_input, spec["program"], raise_error=False, task_config=ctx.task_config)
+        with task_scratch(ctx, task) as scratch:
+            task_config = {**ctx.task_config, "scratch_directory": scratch}
+            result = qcengine.compute(atomic_input, spec["program"], raise_error=False, task_config=task_config)
     except Exception as exc:
         return failure("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
 

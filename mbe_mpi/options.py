@@ -34,6 +34,8 @@ class ExecutionOptions:
     the output on the command line; none in the Python API). ``cache_dir``: a folder holding a
     result cache shared between runs. ``fresh``: ignore (delete) an existing checkpoint.
     ``stop_grace``: seconds to wait for running tasks after SIGTERM/SIGUSR1 before ending them.
+    ``scratch_dir``: where each task gets its own scratch folder (node-local disk on clusters;
+    default: the system's temporary folder); ``keep_scratch`` keeps those folders for inspection.
     """
 
     n_workers: int | None = None
@@ -44,6 +46,8 @@ class ExecutionOptions:
     cache_dir: str | None = None
     fresh: bool = False
     stop_grace: float = 30.0
+    scratch_dir: str | None = None
+    keep_scratch: bool = False
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -71,10 +75,15 @@ class ExecutionOptions:
             if not isinstance(values["cache_dir"], str) or not values["cache_dir"]:
                 raise InputError(f"{where}.cache_dir must be a folder path, got {values['cache_dir']!r}")
             kwargs["cache_dir"] = values["cache_dir"]
-        if values.get("fresh") is not None:
-            if not isinstance(values["fresh"], bool):
-                raise InputError(f"{where}.fresh must be true or false, got {values['fresh']!r}")
-            kwargs["fresh"] = values["fresh"]
+        for flag in ("fresh", "keep_scratch"):
+            if values.get(flag) is not None:
+                if not isinstance(values[flag], bool):
+                    raise InputError(f"{where}.{flag} must be true or false, got {values[flag]!r}")
+                kwargs[flag] = values[flag]
+        if values.get("scratch_dir") is not None:
+            if not isinstance(values["scratch_dir"], str) or not values["scratch_dir"]:
+                raise InputError(f"{where}.scratch_dir must be a folder path, got {values['scratch_dir']!r}")
+            kwargs["scratch_dir"] = values["scratch_dir"]
         if values.get("stop_grace") is not None:
             grace = values["stop_grace"]
             if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from qcelemental import constants
@@ -152,3 +155,157 @@ def format_timing(report: dict) -> list[str]:
                  f"({1e6 * report['master_cpu_per_task']:.0f} us per task); overall utilisation "
                  f"{report['utilisation']:.0%} of {report['n_workers']} workers")
     return lines
+
+
+# --- the --report file -------------------------------------------------------------------------
+
+RUN_INFO_KEYS = ("transport", "n_workers", "wall_time", "computed", "from_checkpoint", "from_cache",
+                 "tasks_per_level", "task_time")
+
+
+def timeline_records(timeline: Sequence[TaskTiming]) -> list[dict]:
+    """The per-task timeline as plain dicts (index, level, worker, sent, start, end), in order of start."""
+    return [dataclasses.asdict(t) for t in sorted(timeline, key=lambda t: (t.start, t.index))]
+
+
+def run_report(stats: dict, timeline: Sequence[TaskTiming]) -> dict:
+    """What ``--report`` writes: the timing report plus ``run`` (run info) and ``timeline`` (one entry per task).
+
+    ``stats`` is the run's ``result.extras["mbe_mpi"]``; its ``timing`` is :func:`timing_report`'s
+    dict, whose keys stay at the top level so that the file reads like the extras' ``timing``.
+    Times are seconds since the run started; only tasks computed in this run are in the timeline
+    (results from a checkpoint or the cache were not run).
+    """
+    from . import __version__
+
+    timing = stats.get("timing") or {}
+    run = {key: stats[key] for key in RUN_INFO_KEYS if key in stats}
+    run["mbe_mpi_version"] = __version__
+    return {**timing, "run": run, "timeline": timeline_records(timeline)}
+
+
+def write_report(path: str | Path, stats: dict, timeline: Sequence[TaskTiming]) -> None:
+    """Write :func:`run_report` as JSON to ``path``."""
+    Path(path).write_text(json.dumps(run_report(stats, timeline), indent=1) + "\n")
+
+
+# --- the --gantt chart -------------------------------------------------------------------------
+
+MATPLOTLIB_MISSING = "--gantt needs matplotlib, which is not installed: pip install matplotlib"
+
+
+def matplotlib_available() -> bool:
+    """Whether matplotlib can be found, without importing it (cheap; used to reject --gantt up front)."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def level_spans(timeline: Sequence[TaskTiming]) -> dict[int, tuple[float, float]]:
+    """Per n-body level: (when its first task was sent, when its last task ended), seconds since start."""
+    spans: dict[int, tuple[float, float]] = {}
+    for t in timeline:
+        begin, finish = spans.get(t.level, (t.sent, t.end))
+        spans[t.level] = (min(begin, t.sent), max(finish, t.end))
+    return dict(sorted(spans.items()))
+
+
+def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: int | None = None,
+                wall_time: float | None = None, startup: float | None = None, transport: str | None = None,
+                dpi: int = 120) -> None:
+    """Draw workers x time as a PNG (or any format matplotlib knows by ``path``'s suffix).
+
+    One horizontal bar per task from its start to its end, coloured by n-body level; each level's
+    span (first task sent to last task done) is shaded and bounded by dashed lines. Uses the Agg
+    canvas directly (no pyplot, no display, no global backend switch). Raises ImportError with
+    :data:`MATPLOTLIB_MISSING` when matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as exc:
+        raise ImportError(MATPLOTLIB_MISSING) from exc
+
+    timeline = list(timeline)
+    workers = sorted({t.worker for t in timeline} | set(range(1, (n_workers or 0) + 1)))
+    n_workers = n_workers or len(workers)
+    last = max((t.end for t in timeline), default=0.0)
+    wall_time = wall_time if wall_time is not None else last
+    x_max = max(wall_time, last, 1e-3)
+    busy = sum(t.duration for t in timeline)
+    utilisation = busy / (n_workers * wall_time) if n_workers and wall_time > 0 else 0.0
+    spans = level_spans(timeline)
+
+    n_rows = max(len(workers), 1)
+    width = 12.0
+    height = min(10.0, max(3.6, 2.0 + 0.24 * n_rows))
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+
+    def colour(level: int) -> str:
+        return palette[(level - 1) % len(palette)]
+
+    # level spans: light shading in the level's colour, dashed lines where each began and ended
+    for level, (begin, finish) in spans.items():
+        ax.axvspan(begin, finish, color=colour(level), alpha=0.08, lw=0, zorder=0)
+        for x in (begin, finish):
+            ax.axvline(x, color="0.35", ls="--", lw=0.8, zorder=1)
+        if finish - begin > 0.06 * x_max:
+            ax.text((begin + finish) / 2, 1.005, f"{level}-body", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=9, color=colour(level))
+    if startup:
+        ax.axvspan(0, startup, color="0.85", alpha=0.5, lw=0, zorder=0)
+        if startup > 0.06 * x_max:
+            ax.text(startup / 2, 1.005, "start-up", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=9, color="0.4")
+
+    # the bars: one broken_barh per worker (fast for thousands of tasks)
+    by_worker: dict[int, list[TaskTiming]] = {}
+    for t in timeline:
+        by_worker.setdefault(t.worker, []).append(t)
+    tasks_per_row = len(timeline) / n_rows
+    px_per_second = width * 0.85 * dpi / x_max
+    row_px = height * 0.7 * dpi / n_rows
+    edge = dict(edgecolor="white", linewidth=0.6) if tasks_per_row * 3 < width * 0.85 * dpi / 4 else {}
+    bar_height = 0.8 if n_rows <= 16 else 0.9
+    for worker, items in by_worker.items():
+        ax.broken_barh([(t.start, max(t.duration, 0.0)) for t in items], (worker - bar_height / 2, bar_height),
+                       facecolors=[colour(t.level) for t in items], zorder=2, **edge)
+    if len(timeline) <= 60 and row_px >= 14:  # few tasks: name them, where the bar is wide enough
+        for t in timeline:
+            if t.duration * px_per_second >= 26:
+                ax.text(t.start + t.duration / 2, t.worker, f"#{t.index}", ha="center", va="center",
+                        fontsize=8, color="white", zorder=3)
+
+    ax.set_xlim(0, x_max * 1.01)
+    ax.set_ylim(min(workers, default=1) - 0.7, max(workers, default=1) + 0.7)
+    ax.invert_yaxis()  # rank 1 on top
+    if n_rows <= 24:
+        ax.set_yticks(workers)
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=16, integer=True))
+    ax.set_xlabel("seconds since start")
+    ax.set_ylabel("worker rank")
+    ax.grid(axis="x", color="0.9", lw=0.6, zorder=0)
+    ax.set_axisbelow(True)
+
+    where = f"{n_workers} {transport} workers" if transport else f"{n_workers} workers"
+    ax.set_title(f"mbe_mpi: {len(timeline)} tasks on {where}, wall time {wall_time:.2f} s, "
+                 f"utilisation {utilisation:.0%}", pad=18 if spans or startup else 6)
+    if not timeline:
+        ax.text(0.5, 0.5, "no QC task was computed in this run", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")
+    handles = [Patch(facecolor=colour(level), label=f"{level}-body") for level in spans]
+    if startup:
+        handles.append(Patch(facecolor="0.85", label="start-up"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False, fontsize=9,
+                  borderaxespad=0.0)
+    fig.savefig(path, dpi=dpi)

@@ -201,7 +201,8 @@ def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
     def make_context() -> WorkerContext:
         import_plugins(init["plugins"])
         mbi = ManyBodyInput.model_validate_json(init["input_json"])
-        return WorkerContext.build(mbi, rank=endpoint.rank, threads=init["threads"], memory_gib=init["memory_gib"])
+        return WorkerContext.build(mbi, rank=endpoint.rank, threads=init["threads"], memory_gib=init["memory_gib"],
+                                   scratch_dir=init["scratch_dir"], keep_scratch=init["keep_scratch"])
 
     serve(endpoint, make_context)
 
@@ -212,6 +213,8 @@ def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) 
         "plugins": list(options.plugins),
         "threads": options.threads_per_task,
         "memory_gib": memory_gib,
+        "scratch_dir": options.scratch_dir,
+        "keep_scratch": options.keep_scratch,
         "log_level": logging.getLogger("mbe_mpi").getEffectiveLevel(),
     }
 

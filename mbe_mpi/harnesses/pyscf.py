@@ -316,7 +316,7 @@ class PySCFHarness(ProgramHarness):
 
     _defaults: ClassVar[dict[str, Any]] = {
         "name": "pyscf",
-        "scratch": False,
+        "scratch": True,
         "thread_safe": False,  # lib.num_threads is process-global
         "thread_parallel": True,
         "node_parallel": False,
@@ -400,12 +400,17 @@ class PySCFHarness(ProgramHarness):
         if _LAUNCH_OMP_THREADS is not None:
             threads = min(threads, _LAUNCH_OMP_THREADS)
         previous_threads = lib.num_threads()
+        previous_tmpdir = lib.param.TMPDIR
         lib.num_threads(threads)
+        if config.scratch_directory:  # PySCF's temporary files (integrals, chkfile) go to the task's scratch
+            lib.param.TMPDIR = config.scratch_directory
         try:
             mol = _build_mole(input_data, config, verbose, log)
+            used = {"threads": lib.num_threads(), "max_memory_mb": mol.max_memory, "tmpdir": lib.param.TMPDIR}
             properties, return_result = _run(mol, kind, method, driver, keywords)
         finally:
             lib.num_threads(previous_threads)
+            lib.param.TMPDIR = previous_tmpdir
 
         return AtomicResult(
             input_data=input_data,
@@ -416,6 +421,7 @@ class PySCFHarness(ProgramHarness):
             provenance=Provenance(
                 creator="PySCF", version=safe_version(pyscf.__version__), routine="mbe_mpi.harnesses.pyscf"
             ),
+            extras={"pyscf_resources": used},  # what the task really got: threads, memory, scratch
             success=True,
         )
 
