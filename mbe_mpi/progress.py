@@ -7,12 +7,45 @@ fast monomers alone.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
 
 from .master import Completion
 from .plan import Task
+
+
+def _is_terminal(path: str) -> bool:
+    return path.startswith(("/dev/pts/", "/dev/tty")) and path != "/dev/tty"
+
+
+def behind_a_terminal(stream: TextIO, launched_by_mpi: bool) -> bool:
+    """Whether what we write ends up on a terminal.
+
+    Under ``mpiexec`` rank 0 writes into the launcher's pipes, never a terminal, although the
+    launcher itself may be writing to one (hydra forwards the bytes as they come). So, under MPI,
+    look up the process ancestry (Linux /proc) for a launcher whose stderr is a terminal.
+    """
+    try:
+        if stream.isatty():
+            return True
+    except (AttributeError, ValueError):
+        return False
+    if not launched_by_mpi:
+        return False
+    pid = os.getppid()
+    for _ in range(6):  # rank -> hydra proxy -> mpiexec (-> shell); stop at the first tty or at init
+        if pid <= 1:
+            return False
+        try:
+            if _is_terminal(os.readlink(f"/proc/{pid}/fd/2")):
+                return True
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def _duration(seconds: float | None) -> str:
@@ -28,9 +61,10 @@ class Progress:
     """Counts per level (done, running, failed, reused) and renders them; driven by the master's callbacks."""
 
     def __init__(self, tasks: list[Task], reused: set[int], n_workers: int, *, stream: TextIO | None = None,
-                 tty: bool | None = None, interval: float = 30.0, refresh: float = 0.2):
+                 tty: bool | None = None, interval: float = 30.0, refresh: float = 0.2,
+                 launched_by_mpi: bool = False):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty() if tty is None else tty
+        self.tty = behind_a_terminal(self.stream, launched_by_mpi) if tty is None else tty
         self.interval = interval if not self.tty else refresh
         self.n_workers = n_workers
         self.total: dict[int, int] = {}
@@ -54,6 +88,7 @@ class Progress:
         self._last_draw = 0.0
         self._lines_drawn = 0
         self._first_dispatch: float | None = None
+        self._last_lines: list[str] = []
 
     def dispatched(self, worker: int, task: Task) -> None:
         if self._first_dispatch is None:  # rates count from the first task, not from worker start-up
@@ -123,8 +158,9 @@ class Progress:
             up = f"\x1b[{self._lines_drawn}F" if self._lines_drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self._lines_drawn = len(lines)
-        else:
+        elif lines != self._last_lines:  # a batch log need not repeat itself
             self.stream.write("\n".join(lines) + "\n")
+        self._last_lines = lines
         self.stream.flush()
 
     def close(self) -> None:

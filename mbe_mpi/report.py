@@ -185,8 +185,13 @@ def run_report(stats: dict, timeline: Sequence[TaskTiming]) -> dict:
 
 
 def write_report(path: str | Path, stats: dict, timeline: Sequence[TaskTiming]) -> None:
-    """Write :func:`run_report` as JSON to ``path``."""
-    Path(path).write_text(json.dumps(run_report(stats, timeline), indent=1) + "\n")
+    """Write :func:`run_report` as JSON to ``path`` (indented; one line per timeline entry)."""
+    document = run_report(stats, timeline)
+    entries = document.pop("timeline")
+    head = json.dumps(document, indent=1)
+    body = ",\n".join(f"  {json.dumps(entry)}" for entry in entries)
+    timeline_json = f"[\n{body}\n ]" if entries else "[]"
+    Path(path).write_text(f'{head[:-2]},\n "timeline": {timeline_json}\n}}\n')
 
 
 # --- the --gantt chart -------------------------------------------------------------------------
@@ -238,6 +243,11 @@ def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: 
     busy = sum(t.duration for t in timeline)
     utilisation = busy / (n_workers * wall_time) if n_workers and wall_time > 0 else 0.0
     spans = level_spans(timeline)
+    first = min((t.sent for t in timeline), default=0.0)
+    zoomed = bool(timeline) and (last - first) < 0.5 * x_max  # start-up (or assembly) dominates
+    view = (max(first - 0.03 * max(last - first, 1e-3), 0.0), last + 0.03 * max(last - first, 1e-3)) \
+        if zoomed else (0.0, x_max * 1.01)
+    view_width = view[1] - view[0]
 
     n_rows = max(len(workers), 1)
     width = 12.0
@@ -257,12 +267,12 @@ def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: 
         ax.axvspan(begin, finish, color=colour(level), alpha=0.08, lw=0, zorder=0)
         for x in (begin, finish):
             ax.axvline(x, color="0.35", ls="--", lw=0.8, zorder=1)
-        if finish - begin > 0.06 * x_max:
+        if finish - begin > 0.06 * view_width:
             ax.text((begin + finish) / 2, 1.005, f"{level}-body", transform=ax.get_xaxis_transform(),
                     ha="center", va="bottom", fontsize=9, color=colour(level))
-    if startup:
+    if startup and not zoomed:
         ax.axvspan(0, startup, color="0.85", alpha=0.5, lw=0, zorder=0)
-        if startup > 0.06 * x_max:
+        if startup > 0.06 * view_width:
             ax.text(startup / 2, 1.005, "start-up", transform=ax.get_xaxis_transform(), ha="center",
                     va="bottom", fontsize=9, color="0.4")
 
@@ -271,9 +281,12 @@ def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: 
     for t in timeline:
         by_worker.setdefault(t.worker, []).append(t)
     tasks_per_row = len(timeline) / n_rows
-    px_per_second = width * 0.85 * dpi / x_max
+    px_per_second = width * 0.85 * dpi / view_width
     row_px = height * 0.7 * dpi / n_rows
-    edge = dict(edgecolor="white", linewidth=0.6) if tasks_per_row * 3 < width * 0.85 * dpi / 4 else {}
+    # white gaps between neighbouring tasks, while bars stay wide and tall enough to show them
+    edge: dict[str, Any] = {}
+    if row_px >= 8 and tasks_per_row <= 100:
+        edge = {"edgecolor": "white", "linewidth": 0.6 if tasks_per_row <= 30 else 0.3}
     bar_height = 0.8 if n_rows <= 16 else 0.9
     for worker, items in by_worker.items():
         ax.broken_barh([(t.start, max(t.duration, 0.0)) for t in items], (worker - bar_height / 2, bar_height),
@@ -284,14 +297,18 @@ def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: 
                 ax.text(t.start + t.duration / 2, t.worker, f"#{t.index}", ha="center", va="center",
                         fontsize=8, color="white", zorder=3)
 
-    ax.set_xlim(0, x_max * 1.01)
+    ax.set_xlim(*view)
     ax.set_ylim(min(workers, default=1) - 0.7, max(workers, default=1) + 0.7)
     ax.invert_yaxis()  # rank 1 on top
     if n_rows <= 24:
         ax.set_yticks(workers)
     else:
         ax.yaxis.set_major_locator(MaxNLocator(nbins=16, integer=True))
-    ax.set_xlabel("seconds since start")
+    xlabel = "seconds since start"
+    if zoomed:
+        ready = f"; start-up {startup:.2f} s" if startup is not None else ""
+        xlabel += f"  (zoomed onto the QC tasks, {first:.2f} s to {last:.2f} s of {wall_time:.2f} s{ready})"
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("worker rank")
     ax.grid(axis="x", color="0.9", lw=0.6, zorder=0)
     ax.set_axisbelow(True)
@@ -303,7 +320,7 @@ def gantt_chart(timeline: Sequence[TaskTiming], path: str | Path, *, n_workers: 
         ax.text(0.5, 0.5, "no QC task was computed in this run", transform=ax.transAxes, ha="center",
                 va="center", color="0.4")
     handles = [Patch(facecolor=colour(level), label=f"{level}-body") for level in spans]
-    if startup:
+    if startup and not zoomed and startup > 0.01 * view_width:
         handles.append(Patch(facecolor="0.85", label="start-up"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False, fontsize=9,

@@ -152,7 +152,8 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
                      done.message.wall_time)
 
     todo = setup.todo
-    progress = Progress(plan.tasks, set(setup.reused), len(transport.worker_ids)) if show_progress else None
+    progress = (Progress(plan.tasks, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
+                if show_progress else None)
     try:
         with _StopSignals() as stop:
             master_cpu = time.process_time()
