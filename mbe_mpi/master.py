@@ -1,10 +1,11 @@
-"""The scheduler: levels, largest-first dispatch, results, failure -- no MPI, no processes.
+"""The scheduler: levels, largest-first dispatch, prefetch, work stealing, batching -- no MPI.
 
-:class:`LevelScheduler` is pure state (testable without any transport): which tasks are
-pending, which worker runs what, which level is open. :func:`run_master` is the loop that drives it
-over a transport, in the spirit of ``mpi4py.futures``' manager: hand out work while there is an
-idle worker, take in results while any arrive, otherwise back off (1 us growing to 1 ms) so that an
-idle master costs almost no CPU and a busy one answers in microseconds.
+:class:`Scheduler` is pure state (testable without any transport, and driven by a virtual clock
+in :mod:`mbe_mpi.simulate`): which tasks are pending, which worker holds what, which level is
+open. :func:`run_master` is the loop that drives it over a transport, in the spirit of
+``mpi4py.futures``' manager: hand out work while a worker has a free queue slot, take in results
+while any arrive, otherwise back off (growing to a few ms) so that an idle master costs almost no
+CPU and a busy one answers in microseconds.
 """
 
 from __future__ import annotations
@@ -16,9 +17,21 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from .backoff import Backoff
+from .costs import CostModel
 from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
-from .protocol import ReadyMessage, ResultMessage, ShutdownMessage, TaskMessage, TaskSpec, decode, encode
+from .protocol import (
+    ReadyMessage,
+    ResultBatch,
+    ResultMessage,
+    ShutdownMessage,
+    StealMessage,
+    StolenMessage,
+    TaskMessage,
+    TaskSpec,
+    decode,
+    encode,
+)
 from .transports import MasterTransport
 
 logger = logging.getLogger(__name__)
@@ -35,57 +48,232 @@ class Completion:
     received: float
 
 
-class LevelScheduler:
-    """One n-body level at a time; within a level, largest expected cost first.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Assign:
+    """Send these tasks (one TASK message; several when they are cheap) to a worker's queue."""
 
-    A level opens only when every task of the previous level has completed (the design's level
-    barrier). State is a handful of plain containers, as in mpi4py.futures: a deque of idle
-    workers, a deque of pending tasks for the open level, and ``running`` (worker -> task).
+    worker: int
+    tasks: tuple[Task, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Steal:
+    """Ask a worker to give back up to ``count`` queued, not yet started tasks."""
+
+    victim: int
+    count: int
+
+
+class Scheduler:
+    """Levels, largest-first order, per-worker prefetch queues, work stealing and batching. Pure.
+
+    State is plain containers, as in mpi4py.futures: ``pending`` (tasks not handed out, in dispatch
+    order), ``batches`` (worker -> the TASK messages it holds, oldest first; the first task of the
+    first may be running), and two deques of free queue slots, ``hungry`` (workers holding nothing,
+    served first) and ``spare`` (further prefetch slots).
+
+    A task is always in exactly one place -- pending, one worker's batches, or done -- and moves
+    from a worker back to pending only when that worker has confirmed (STOLEN) that it removed the
+    task from its queue: so no task runs twice and none is lost, whatever the message timing.
+
+    Level barrier (the default): level n+1 opens only when every task of level n has completed.
+    Without it, level n+1's tasks become pending as soon as level n has nothing left to hand out.
     """
 
-    def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int] = ()):
-        self._levels = collections.deque((level, tasks) for level, tasks in sorted(tasks_by_level.items()))
-        self.idle: collections.deque[int] = collections.deque(workers)
+    def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int] = (), *, prefetch: int = 2,
+                 level_barrier: bool = True, cost_model: CostModel | None = None, batch_seconds: float = 0.0,
+                 batch_target: float = 0.02, max_batch: int = 64, resort_every: int = 32):
+        self.cost_model = cost_model or CostModel()
+        self.prefetch = max(1, prefetch)
+        self.level_barrier = level_barrier
+        self.batch_seconds = batch_seconds
+        self.batch_target = batch_target
+        self.max_batch = max_batch
+        self.resort_every = resort_every
+        self._levels = collections.deque(sorted(tasks_by_level.items()))
         self.pending: collections.deque[Task] = collections.deque()
-        self.running: dict[int, Task] = {}
+        self.batches: dict[int, list[list[Task]]] = {}
+        self.hungry: collections.deque[int] = collections.deque()
+        self.spare: collections.deque[int] = collections.deque()
+        self.stealing: set[int] = set()  # victims asked to give tasks back, answer not yet in
         self.level: int | None = None
         self.stopped = False
+        self.running_count = 0  # tasks handed out and not completed
+        self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
+        self._since_resort = 0
         self._open_next_level()
+        for worker in workers:
+            self.worker_ready(worker)
+
+    # ---- levels ---------------------------------------------------------------------------
+
+    def _release(self, level: int, tasks: list[Task]) -> None:
+        self._open_levels[level] = len(tasks)
+        self.pending.extend(sorted(tasks, key=self.cost_model.sort_key))
 
     def _open_next_level(self) -> None:
-        while not self.pending and not self.running and self._levels:
-            self.level, tasks = self._levels.popleft()
-            self.pending.extend(tasks)
-
-    def add_worker(self, worker: int) -> None:
-        """A worker has started and is idle."""
-        self.idle.append(worker)
+        while self._levels and not self.stopped:
+            if self.level_barrier:
+                if self.pending or self._open_levels:
+                    return
+            elif self.pending:
+                return
+            level, tasks = self._levels.popleft()
+            if self.level is None or not self._open_levels:
+                self.level = level
+            self._release(level, tasks)
 
     @property
     def finished(self) -> bool:
-        return not self.running and (self.stopped or (not self.pending and not self._levels))
+        return self.running_count == 0 and not self.stealing and (
+            self.stopped or (not self.pending and not self._levels))
 
-    def assignments(self) -> list[tuple[int, Task]]:
-        """Pair idle workers with pending tasks of the open level (none once stopped)."""
-        out = []
-        while self.idle and self.pending and not self.stopped:
-            worker = self.idle.popleft()
-            task = self.pending.popleft()
-            self.running[worker] = task
-            out.append((worker, task))
-        return out
+    # ---- events ---------------------------------------------------------------------------
 
-    def complete(self, worker: int) -> Task:
-        """The worker returned its task's result; it is idle again. Opens the next level when due."""
-        task = self.running.pop(worker)
-        self.idle.append(worker)
+    def worker_ready(self, worker: int) -> None:
+        """A worker has started: it can hold ``prefetch`` TASK messages."""
+        self.batches.setdefault(worker, [])
+        self.hungry.append(worker)
+        self.spare.extend([worker] * (self.prefetch - 1))
+
+    def task_done(self, worker: int, task_index: int, seconds: float | None = None) -> Task:
+        """A task's result arrived (success or failure); ``seconds`` teaches the cost model."""
+        batches = self.batches[worker]
+        for i, batch in enumerate(batches):
+            for j, task in enumerate(batch):
+                if task.index == task_index:
+                    del batch[j]
+                    if not batch:
+                        del batches[i]
+                        (self.spare if batches else self.hungry).append(worker)
+                    self._completed(task, seconds)
+                    return task
+        raise KeyError(f"worker {worker} returned task {task_index}, which it does not hold")
+
+    def _completed(self, task: Task, seconds: float | None) -> None:
+        self.running_count -= 1
+        remaining = self._open_levels[task.level] - 1
+        if remaining:
+            self._open_levels[task.level] = remaining
+        else:
+            del self._open_levels[task.level]
+            if self._open_levels:
+                self.level = min(self._open_levels)
+        if seconds is not None:
+            self.cost_model.observe(task, seconds)
+            self._since_resort += 1
+            if self._since_resort >= self.resort_every and self.pending:
+                self._since_resort = 0
+                self.pending = collections.deque(sorted(self.pending, key=self.cost_model.sort_key))
         self._open_next_level()
-        return task
+
+    def stolen(self, victim: int, task_indices: Iterable[int]) -> None:
+        """The victim removed these tasks from its queue: they are pending again (front of the line)."""
+        self.stealing.discard(victim)
+        wanted = set(task_indices)
+        if not wanted:
+            return
+        back = []
+        batches = self.batches[victim]
+        for batch in list(batches):
+            keep = [t for t in batch if t.index not in wanted]
+            back.extend(t for t in batch if t.index in wanted)
+            if keep:
+                batch[:] = keep
+            else:
+                batches.remove(batch)
+                (self.spare if batches else self.hungry).append(victim)
+        self.running_count -= len(back)
+        self.pending.extendleft(sorted(back, key=self.cost_model.sort_key, reverse=True))
 
     def stop(self) -> None:
-        """Dispatch nothing more; what is running still completes."""
+        """Hand out nothing more (tasks already with workers still complete)."""
         self.stopped = True
         self.pending.clear()
+        self._levels.clear()
+
+    # ---- decisions ------------------------------------------------------------------------
+
+    def _free_slot(self) -> int | None:
+        for queue in (self.hungry, self.spare):
+            while queue:
+                worker = queue.popleft()
+                if worker in self.batches and len(self.batches[worker]) < self.prefetch:
+                    return worker
+        return None
+
+    def _next_batch(self) -> list[Task]:
+        first = self.pending.popleft()
+        batch = [first]
+        if self.batch_seconds > 0:
+            estimate = self.cost_model.seconds(first)
+            if estimate is not None and estimate < self.batch_seconds:
+                total = estimate
+                while self.pending and len(batch) < self.max_batch and total < self.batch_target:
+                    following = self.cost_model.seconds(self.pending[0])
+                    if following is None or following >= self.batch_seconds:
+                        break
+                    batch.append(self.pending.popleft())
+                    total += following
+        return batch
+
+    def actions(self) -> list[Assign | Steal]:
+        """What to send now: fill free queue slots from ``pending``; when that is empty, steal."""
+        out: list[Assign | Steal] = []
+        while not self.stopped:
+            if not self.pending:
+                self._open_next_level()  # without the barrier, the next level may start now
+                if not self.pending:
+                    break
+            worker = self._free_slot()
+            if worker is None:
+                break
+            batch = self._next_batch()
+            self.batches[worker].append(batch)
+            self.running_count += len(batch)
+            out.append(Assign(worker, tuple(batch)))
+        if not self.pending and not self.stopped and self.hungry:
+            out.extend(self._steals())
+        return out
+
+    def _steals(self) -> list[Steal]:
+        """For each worker with nothing to do, ask the most loaded other worker for half its queue."""
+        idle = [w for w in self.hungry if w in self.batches and not self.batches[w]]
+        if not idle:
+            return []
+        queued = {w: sum(len(b) for b in batches) - 1 for w, batches in self.batches.items()
+                  if w not in self.stealing and batches}
+        steals = []
+        for _ in idle:
+            victim = max(queued, key=queued.get, default=None)
+            if victim is None or queued[victim] < 1:
+                break
+            count = (queued.pop(victim) + 1) // 2
+            self.stealing.add(victim)
+            steals.append(Steal(victim, count))
+        return steals
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulePolicy:
+    """Tunable scheduling (``execution`` options): prefetch depth, level barrier, batching of cheap tasks.
+
+    ``prefetch``: TASK messages a worker may hold (one running, the rest queued) -- 2 hides the
+    master's round trip behind the running task. ``batch_seconds``: tasks expected to take less than
+    this (as measured, once the cost model has seen tasks like them) travel together, up to
+    ``batch_target`` seconds of work per message.
+    """
+
+    prefetch: int = 2
+    level_barrier: bool = True
+    batch_seconds: float = 0.005
+    batch_target: float = 0.02
+    max_batch: int = 64
+
+    def scheduler(self, tasks_by_level: dict[int, list[Task]], cost_model: CostModel | None = None) -> Scheduler:
+        return Scheduler(tasks_by_level, prefetch=self.prefetch, level_barrier=self.level_barrier,
+                         cost_model=cost_model, batch_seconds=self.batch_seconds, batch_target=self.batch_target,
+                         max_batch=self.max_batch)
 
 
 def run_master(
@@ -94,6 +282,8 @@ def run_master(
     on_result: Callable[[Completion], None] | None = None,
     *,
     tasks: Sequence[Task] | None = None,
+    policy: SchedulePolicy = SchedulePolicy(),
+    cost_model: CostModel | None = None,
     stop_requested: Callable[[], str | None] | None = None,
     stop_grace: float = 30.0,
     ready_at: dict[int, float] | None = None,
@@ -109,26 +299,31 @@ def run_master(
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
-    backoff = Backoff()
+    backoff = Backoff(maximum=transport.max_idle_wait)
     stop_reason: str | None = None
     deadline = float("inf")
-    scheduler: LevelScheduler | None = None
+    scheduler: Scheduler | None = None
     sent_at: dict[int, float] = {}
     ready_at = {} if ready_at is None else ready_at
     try:  # whatever happens, the finally clause releases the workers: they must never wait forever
-        scheduler = LevelScheduler(plan.by_level(tasks))  # workers join as their READY arrives
+        scheduler = policy.scheduler(plan.by_level(tasks), cost_model)  # workers join as their READY arrives
         while not scheduler.finished and time.monotonic() < deadline:
             if stop_reason is None and stop_requested is not None and (stop_reason := stop_requested()):
                 logger.warning("%s: dispatching no more tasks; waiting up to %.0f s for %d running task(s)",
-                               stop_reason, stop_grace, len(scheduler.running))
+                               stop_reason, stop_grace, scheduler.running_count)
                 scheduler.stop()
                 deadline = time.monotonic() + stop_grace
-            for worker, task in scheduler.assignments():
-                spec = TaskSpec(task.index, task.mc_index, task.real, task.basis)
-                transport.send(worker, encode(TaskMessage((spec,))))
-                sent_at[worker] = time.perf_counter()
-                if on_dispatch is not None:
-                    on_dispatch(worker, task)
+            for action in scheduler.actions():
+                if isinstance(action, Steal):
+                    transport.send(action.victim, encode(StealMessage(action.count)))
+                    continue
+                specs = tuple(TaskSpec(t.index, t.mc_index, t.real, t.basis) for t in action.tasks)
+                transport.send(action.worker, encode(TaskMessage(specs)))
+                now = time.perf_counter()
+                for task in action.tasks:
+                    sent_at[task.index] = now
+                    if on_dispatch is not None:
+                        on_dispatch(action.worker, task)
             events = transport.wait(backoff.next_delay())
             if events:
                 backoff.reset()
@@ -138,21 +333,26 @@ def run_master(
                     continue
                 message = decode(data)
                 if isinstance(message, ReadyMessage):
-                    scheduler.add_worker(worker)
+                    scheduler.worker_ready(worker)
                     ready_at[worker] = time.perf_counter()
-                    continue
-                if not isinstance(message, ResultMessage):
-                    raise RuntimeError(f"master received an unexpected {type(message).__name__} from worker {worker}")
-                task = scheduler.complete(worker)
-                if message.ok:
-                    results[task.index] = message
+                elif isinstance(message, StolenMessage):
+                    scheduler.stolen(worker, message.task_ids)
+                elif isinstance(message, (ResultBatch, ResultMessage)):
+                    received = time.perf_counter()
+                    batch = message.results if isinstance(message, ResultBatch) else (message,)
+                    for result in batch:
+                        task = scheduler.task_done(worker, result.task_id, result.wall_time if result.ok else None)
+                        if result.ok:
+                            results[task.index] = result
+                        else:
+                            failures.append((task, result))
+                            scheduler.stop()
+                        if on_result is not None:
+                            on_result(Completion(task, result, worker, sent_at.pop(task.index), received))
                 else:
-                    failures.append((task, message))
-                    scheduler.stop()
-                if on_result is not None:
-                    on_result(Completion(task, message, worker, sent_at[worker], time.perf_counter()))
+                    raise RuntimeError(f"master received an unexpected {type(message).__name__} from worker {worker}")
     finally:
-        abandoned = len(scheduler.running) if scheduler is not None else 0
+        abandoned = scheduler.running_count if scheduler is not None else 0
         for worker in transport.worker_ids:
             transport.send(worker, encode(ShutdownMessage()))
         transport.close(abandon=abandoned > 0)
@@ -163,9 +363,9 @@ def run_master(
     return results
 
 
-def _worker_lost(scheduler: LevelScheduler, plan: Plan, worker: int) -> None:
-    task = scheduler.running.get(worker)
-    where = f" while running task {plan.label(task)}" if task else ""
+def _worker_lost(scheduler: Scheduler, plan: Plan, worker: int) -> None:
+    held = [task for batch in scheduler.batches.get(worker, []) for task in batch]
+    where = f" while holding task {plan.label(held[0])}" if held else ""
     raise TaskFailedError(f"worker {worker} died{where}; rerun, or see the worker's log for the cause")
 
 

@@ -36,6 +36,10 @@ class ExecutionOptions:
     ``stop_grace``: seconds to wait for running tasks after SIGTERM/SIGUSR1 before ending them.
     ``scratch_dir``: where each task gets its own scratch folder (node-local disk on clusters;
     default: the system's temporary folder); ``keep_scratch`` keeps those folders for inspection.
+    ``prefetch``: TASK messages a worker may hold (one running, the rest queued; default 2).
+    ``level_barrier``: finish every n-body level before the next starts (default); false lets the
+    next level fill workers that would idle at the barrier. ``batch_seconds``: tasks measured to take
+    less than this travel several per message (0 disables batching).
     """
 
     n_workers: int | None = None
@@ -48,6 +52,9 @@ class ExecutionOptions:
     stop_grace: float = 30.0
     scratch_dir: str | None = None
     keep_scratch: bool = False
+    prefetch: int = 2
+    level_barrier: bool = True
+    batch_seconds: float = 0.005
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -75,7 +82,14 @@ class ExecutionOptions:
             if not isinstance(values["cache_dir"], str) or not values["cache_dir"]:
                 raise InputError(f"{where}.cache_dir must be a folder path, got {values['cache_dir']!r}")
             kwargs["cache_dir"] = values["cache_dir"]
-        for flag in ("fresh", "keep_scratch"):
+        if values.get("prefetch") is not None:
+            kwargs["prefetch"] = _positive_int(values["prefetch"], f"{where}.prefetch")
+        if values.get("batch_seconds") is not None:
+            seconds = values["batch_seconds"]
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                raise InputError(f"{where}.batch_seconds must be a number of seconds (0 disables), got {seconds!r}")
+            kwargs["batch_seconds"] = float(seconds)
+        for flag in ("fresh", "keep_scratch", "level_barrier"):
             if values.get(flag) is not None:
                 if not isinstance(values[flag], bool):
                     raise InputError(f"{where}.{flag} must be true or false, got {values[flag]!r}")

@@ -27,8 +27,12 @@ TASK = 1
 RESULT = 2
 SHUTDOWN = 3
 READY = 4
+RESULTS = 5
+STEAL = 6
+STOLEN = 7
 
-KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY"}
+KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY", RESULTS: "RESULTS",
+              STEAL: "STEAL", STOLEN: "STOLEN"}
 
 
 class ProtocolError(RuntimeError):
@@ -102,7 +106,41 @@ class ReadyMessage:
     rank: int
 
 
-Message = TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResultBatch:
+    """Several results in one message: tiny tasks travel (and come back) in batches."""
+
+    results: tuple[ResultMessage, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StealMessage:
+    """Master -> worker: give back up to ``count`` tasks you hold but have not started."""
+
+    count: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StolenMessage:
+    """Worker -> master: these tasks were removed from my queue and will never run here."""
+
+    rank: int
+    task_ids: tuple[int, ...]
+
+
+Message = TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage | ResultBatch | StealMessage | StolenMessage
+
+
+def _result_fields(message: ResultMessage) -> tuple:
+    error = None if message.error is None else dataclasses.astuple(message.error)
+    return (message.task_id, message.rank, message.wall_time, message.energy, message.gradient, message.hessian,
+            message.atomic_result_json, error)
+
+
+def _result(fields: tuple) -> ResultMessage:
+    task_id, rank, wall_time, energy, gradient, hessian, atomic_json, error = fields
+    return ResultMessage(task_id, rank, wall_time, energy, gradient, hessian, atomic_json,
+                         None if error is None else TaskError(*error))
 
 
 def encode(message: Message) -> bytes:
@@ -112,18 +150,13 @@ def encode(message: Message) -> bytes:
             tuple((t.task_id, t.mc_index, t.real, t.basis, t.attempt) for t in message.tasks),
         )
     elif isinstance(message, ResultMessage):
-        error = None if message.error is None else dataclasses.astuple(message.error)
-        payload = (
-            RESULT,
-            message.task_id,
-            message.rank,
-            message.wall_time,
-            message.energy,
-            message.gradient,
-            message.hessian,
-            message.atomic_result_json,
-            error,
-        )
+        payload = (RESULT, *_result_fields(message))
+    elif isinstance(message, ResultBatch):
+        payload = (RESULTS, tuple(_result_fields(r) for r in message.results))
+    elif isinstance(message, StealMessage):
+        payload = (STEAL, message.count)
+    elif isinstance(message, StolenMessage):
+        payload = (STOLEN, message.rank, message.task_ids)
     elif isinstance(message, ShutdownMessage):
         payload = (SHUTDOWN, message.exit_code)
     elif isinstance(message, ReadyMessage):
@@ -144,11 +177,15 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         (tasks,) = fields
         return TaskMessage(tuple(TaskSpec(*t) for t in tasks))
     if kind == RESULT:
-        task_id, rank, wall_time, energy, gradient, hessian, atomic_json, error = fields
-        return ResultMessage(
-            task_id, rank, wall_time, energy, gradient, hessian, atomic_json,
-            None if error is None else TaskError(*error),
-        )
+        return _result(fields)
+    if kind == RESULTS:
+        (results,) = fields
+        return ResultBatch(tuple(_result(r) for r in results))
+    if kind == STEAL:
+        return StealMessage(*fields)
+    if kind == STOLEN:
+        rank, task_ids = fields
+        return StolenMessage(rank, tuple(task_ids))
     if kind == SHUTDOWN:
         return ShutdownMessage(*fields)
     if kind == READY:

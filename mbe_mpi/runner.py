@@ -23,10 +23,11 @@ from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 
 from .assemble import assemble
 from .checkpoint import Journal
+from .costs import CostModel, program_estimates
 from .errors import EXIT_STOPPED, InputError, RunStopped
 from .execute import WorkerContext, default_memory_per_task
 from .harnesses import import_plugins
-from .master import Completion, run_master
+from .master import Completion, SchedulePolicy, run_master
 from .options import ExecutionOptions, usable_cores
 from .plan import Plan, Task, build_plan
 from .progress import Progress
@@ -157,7 +158,11 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
     try:
         with _StopSignals() as stop:
             master_cpu = time.process_time()
-            results = run_master(transport, plan, on_result, tasks=todo, stop_requested=stop,
+            options = setup.options
+            policy = SchedulePolicy(prefetch=options.prefetch, level_barrier=options.level_barrier,
+                                    batch_seconds=options.batch_seconds)
+            results = run_master(transport, plan, on_result, tasks=todo, policy=policy,
+                                 cost_model=CostModel(program_estimates(plan)), stop_requested=stop,
                                  stop_grace=setup.options.stop_grace, ready_at=ready_at,
                                  on_dispatch=progress.dispatched if progress is not None else None)
             master_cpu = time.process_time() - master_cpu

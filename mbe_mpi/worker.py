@@ -1,19 +1,102 @@
-"""A worker: receive TASK -> run -> send RESULT, until SHUTDOWN. Same code for both transports."""
+"""A worker: a local queue of tasks, one QC thread, and a loop that keeps talking to the master.
+
+The QC program runs in a background thread so that the worker answers the master while a task
+runs: a STEAL request gives back queued tasks at once (not after a three-hour trimer), and results
+go out as soon as they exist. The same code serves both transports.
+
+Queue discipline: the QC thread takes tasks from the front of the queue only when it is free, and
+a STEAL takes them from the back, both under one lock; a task handed back in a STOLEN reply has
+left the queue for good, so it can never also run here.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
+import threading
+import time
 import traceback
 from collections.abc import Callable
 
+from .backoff import Backoff
 from .execute import WorkerContext, run_task
-from .protocol import ReadyMessage, ResultMessage, ShutdownMessage, TaskError, TaskMessage, decode, encode
+from .protocol import (
+    ReadyMessage,
+    ResultBatch,
+    ResultMessage,
+    ShutdownMessage,
+    StealMessage,
+    StolenMessage,
+    TaskError,
+    TaskMessage,
+    TaskSpec,
+    decode,
+    encode,
+)
 from .transports import WorkerEndpoint
 
 logger = logging.getLogger(__name__)
 
+# Results of tasks shorter than this are held back briefly and sent together (see _should_flush).
+TINY_TASK_SECONDS = 0.002
+FLUSH_AFTER_SECONDS = 0.01
+FLUSH_AFTER_RESULTS = 32
 
-def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext]) -> None:
+
+class QCThread:
+    """Runs queued tasks one at a time in a background thread; results are collected by the owner."""
+
+    def __init__(self, run: Callable[[TaskSpec], ResultMessage]):
+        self._run = run
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.results: collections.deque[ResultMessage] = collections.deque()
+        self.activity = threading.Event()  # set when a result is ready (wakes the owner's wait)
+        self.busy = False
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="mbe_mpi-qc", daemon=True)
+        self._thread.start()
+
+    def add(self, tasks: tuple[TaskSpec, ...]) -> None:
+        with self._work:
+            self.queue.extend(tasks)
+            self._work.notify()
+
+    def take_back(self, count: int) -> tuple[int, ...]:
+        """Remove up to ``count`` not-yet-started tasks from the back of the queue."""
+        with self._lock:
+            taken = [self.queue.pop() for _ in range(min(count, len(self.queue)))]
+        return tuple(task.task_id for task in taken)
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self.busy and not self.queue
+
+    def stop(self) -> None:
+        with self._work:
+            self._stopping = True
+            self._work.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._work:
+                while not self.queue and not self._stopping:
+                    self._work.wait()
+                if self._stopping:
+                    return
+                task = self.queue.popleft()
+                self.busy = True
+            result = self._run(task)
+            with self._lock:
+                self.busy = False
+                self.results.append(result)
+            self.activity.set()
+
+
+def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext], *,
+          max_idle_wait: float = 5e-3) -> None:
     """Serve tasks until SHUTDOWN.
 
     If the worker cannot even start (a plugin fails to import on this node, say), it still answers
@@ -21,26 +104,62 @@ def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext]) -
     """
     try:
         context: WorkerContext | None = make_context()
-        startup_error = ""
+        startup_error = startup_traceback = ""
     except Exception as exc:
         logger.exception("worker %d could not start", endpoint.rank)
         context = None
         startup_error = f"worker could not start: {type(exc).__name__}: {exc}"
         startup_traceback = traceback.format_exc()
 
+    def run(task: TaskSpec) -> ResultMessage:
+        if context is not None:
+            return run_task(context, task)
+        error = TaskError("startup", startup_error, startup_traceback, "", endpoint.rank, task.attempt)
+        return ResultMessage(task.task_id, endpoint.rank, 0.0, error=error)
+
+    qc = QCThread(run)
+    unsent: list[ResultMessage] = []
+    first_unsent = 0.0
+    backoff = Backoff(maximum=max_idle_wait)
     endpoint.send(encode(ReadyMessage(endpoint.rank)))
-    while True:
-        message = decode(endpoint.recv())
-        if isinstance(message, ShutdownMessage):
-            return
-        if not isinstance(message, TaskMessage):
-            raise RuntimeError(f"worker {endpoint.rank} received an unexpected {type(message).__name__}")
-        for task in message.tasks:
-            if context is not None:
-                result = run_task(context, task)
-            else:
-                error = TaskError("startup", startup_error, startup_traceback, "", endpoint.rank, task.attempt)
-                result = ResultMessage(task.task_id, endpoint.rank, 0.0, error=error)
-            if not result.ok:
-                logger.info("task %s failed on rank %d: %s", result.error.label, endpoint.rank, result.error.message)
-            endpoint.send(encode(result))
+    try:
+        while True:
+            active = False
+            data = endpoint.poll()
+            while data is not None:
+                active = True
+                message = decode(data)
+                if isinstance(message, ShutdownMessage):
+                    return
+                if isinstance(message, TaskMessage):
+                    qc.add(message.tasks)
+                elif isinstance(message, StealMessage):
+                    endpoint.send(encode(StolenMessage(endpoint.rank, qc.take_back(message.count))))
+                else:
+                    raise RuntimeError(f"worker {endpoint.rank} received an unexpected {type(message).__name__}")
+                data = endpoint.poll()
+            while qc.results:
+                active = True
+                result = qc.results.popleft()
+                if not result.ok:
+                    logger.info("task %s failed on rank %d: %s", result.error.label, endpoint.rank,
+                                result.error.message)
+                if not unsent:
+                    first_unsent = time.perf_counter()
+                unsent.append(result)
+            if unsent and _should_flush(unsent, first_unsent, qc.idle):
+                endpoint.send(encode(ResultBatch(tuple(unsent))))
+                unsent = []
+            if active:
+                backoff.reset()
+            # Sleep until a result is ready or the back-off elapses (messages are polled for).
+            if qc.activity.wait(backoff.next_delay() if not unsent else min(backoff.next_delay(), 1e-3)):
+                qc.activity.clear()
+    finally:
+        qc.stop()
+
+
+def _should_flush(unsent: list[ResultMessage], first_unsent: float, idle: bool) -> bool:
+    """Send now unless these are tiny tasks whose results are worth sending together."""
+    return (idle or unsent[-1].wall_time >= TINY_TASK_SECONDS or len(unsent) >= FLUSH_AFTER_RESULTS
+            or time.perf_counter() - first_unsent >= FLUSH_AFTER_SECONDS)

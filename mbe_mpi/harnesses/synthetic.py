@@ -417,6 +417,13 @@ class SyntheticHarness(ProgramHarness):
         if problem:
             raise InputError(problem)
 
+    @staticmethod
+    def expected_seconds(keywords: Mapping[str, Any], natom: int) -> float:
+        """The cost this program spends on a task of ``natom`` atoms (real and ghost): known exactly,
+        which lets the scheduler's simulator be checked against real runs."""
+        keywords = {_normalise_keyword(k): v for k, v in keywords.items()}
+        return float(keywords.get("seconds", 0.0)) * float(natom) ** float(keywords.get("exponent", 0.0))
+
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         """Spend the configured cost, maybe fire a fault, and return the synthetic model's result."""
         from qcelemental.models.v2 import AtomicResult, Provenance
@@ -441,7 +448,7 @@ class SyntheticHarness(ProgramHarness):
             if dist[~np.eye(nreal, dtype=bool)].min() < 1e-6:
                 raise QCEngineInputError("program synthetic was given a molecule with two real atoms on one spot")
 
-        cost = float(keywords.get("seconds", 0.0)) * float(natom) ** float(keywords.get("exponent", 0.0))
+        cost = self.expected_seconds(keywords, natom)
         _spend(cost, str(keywords.get("mode", "sleep")).strip().lower())
 
         fault = keywords.get("fault")

@@ -15,6 +15,9 @@ from typing import Protocol
 
 class MasterTransport(Protocol):
     worker_ids: list[int]
+    #: longest the master should wait in one ``wait`` call when idle: short where waiting means
+    #: polling (MPI), long where a message wakes the waiter at once (pipes)
+    max_idle_wait: float
 
     def send(self, worker: int, data: bytes) -> None:
         """Queue ``data`` for ``worker`` without waiting for it to be received."""
@@ -29,8 +32,8 @@ class MasterTransport(Protocol):
 class WorkerEndpoint(Protocol):
     rank: int
 
-    def recv(self) -> bytes:
-        """The next message from the master; waits cheaply (no busy polling)."""
+    def poll(self) -> bytes | None:
+        """The next message from the master if one has arrived, else None (never blocks)."""
 
     def send(self, data: bytes) -> None:
         """Send ``data`` to the master."""

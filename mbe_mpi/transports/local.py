@@ -42,8 +42,8 @@ class PipeWorkerEndpoint:
         self.conn = conn
         self.rank = rank
 
-    def recv(self) -> bytes:
-        return self.conn.recv_bytes()
+    def poll(self) -> bytes | None:
+        return self.conn.recv_bytes() if self.conn.poll() else None
 
     def send(self, data: bytes) -> None:
         self.conn.send_bytes(data)
@@ -61,6 +61,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, rank: int, init: d
 
 class LocalMasterTransport:
     """The master's side: one duplex pipe per worker process."""
+
+    max_idle_wait = 0.05  # waiting is select() on the pipes: a message wakes the master at once
 
     def __init__(self, n_workers: int, init: dict[str, Any], threads: int):
         context = multiprocessing.get_context("spawn")

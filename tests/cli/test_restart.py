@@ -20,7 +20,7 @@ import pytest
 from qcmanybody.models.v2 import ManyBodyResult
 
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
-from .helpers import REPO, mpiexec, run_cli
+from .helpers import mpiexec, run_cli
 
 
 def _synthetic_input(n_waters=6, seconds=0.15, max_nbody=3, bsse=("nocp",)):

@@ -401,4 +401,4 @@ def test_harness_metadata():
     assert harness.found() is True
     assert harness.get_version() == pyscf.__version__
     assert (harness.thread_parallel, harness.node_parallel, harness.managed_memory) == (True, False, True)
-    assert harness.thread_safe is False and harness.scratch is False
+    assert harness.thread_safe is False and harness.scratch is True  # temporary files go to the task scratch

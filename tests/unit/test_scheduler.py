@@ -1,17 +1,26 @@
-"""The level scheduler, driven by a fake clock: level order, largest first, every task exactly once."""
+"""The pure scheduler under randomized message timing: every task runs exactly once, levels hold.
+
+Workers are modelled as the real ones behave: a FIFO channel each way (MPI and pipes keep order
+between two ends), a queue filled by TASK messages, one task running at a time, STEAL answered by
+removing not-started tasks from the back of the queue.
+"""
 
 from __future__ import annotations
 
+import collections
 import random
 
-from mbe_mpi.master import LevelScheduler
+import pytest
+
+from mbe_mpi.costs import CostModel
+from mbe_mpi.master import Assign, Scheduler, Steal
 from mbe_mpi.plan import Task
 
 
-def _tasks(rng, n_levels=3, per_level=(5, 12, 9)):
+def _tasks(rng, per_level=(5, 12, 9)):
     tasks = []
-    for level in range(1, n_levels + 1):
-        for _ in range(per_level[level - 1]):
+    for level, count in enumerate(per_level, start=1):
+        for _ in range(count):
             real = tuple(range(1, level + 1))
             tasks.append(Task(len(tasks), 0, real, real, cost=rng.uniform(1, 100)))
     return tasks
@@ -21,64 +30,167 @@ def _by_level(tasks):
     groups = {}
     for t in tasks:
         groups.setdefault(t.level, []).append(t)
-    return {lv: sorted(g, key=lambda t: -t.cost) for lv, g in groups.items()}
+    return groups
 
 
-def test_randomized_runs_complete_every_task_once_in_level_order():
-    for seed in range(50):
+class FakeWorker:
+    def __init__(self):
+        self.inbox = collections.deque()   # master -> worker messages in flight
+        self.outbox = collections.deque()  # worker -> master messages in flight
+        self.queue = collections.deque()
+        self.running = None
+
+
+def _simulate(rng, tasks, n_workers, **policy):
+    """Drive the scheduler with random but order-preserving message delivery; return the run log."""
+    cost_model = CostModel()
+    sched = Scheduler(_by_level(tasks), cost_model=cost_model, **policy)
+    workers = {w: FakeWorker() for w in range(1, n_workers + 1)}
+    for w in workers:
+        sched.worker_ready(w)
+    events, stolen_back = [], 0
+    for _ in range(200000):
+        if sched.finished:
+            break
+        for action in sched.actions():
+            target = action.worker if isinstance(action, Assign) else action.victim
+            workers[target].inbox.append(action)
+        choices = []
+        for w, fw in workers.items():
+            if fw.inbox:
+                choices.append(("deliver", w))
+            if fw.outbox:
+                choices.append(("reply", w))
+            if fw.running is not None:
+                choices.append(("finish", w))
+            elif fw.queue:
+                choices.append(("start", w))
+        assert choices, "deadlock: nothing can happen but the scheduler is not finished"
+        kind, w = rng.choice(choices)
+        fw = workers[w]
+        if kind == "deliver":
+            message = fw.inbox.popleft()
+            if isinstance(message, Assign):
+                fw.queue.extend(message.tasks)
+            else:
+                assert isinstance(message, Steal)
+                taken = [fw.queue.pop() for _ in range(min(message.count, len(fw.queue)))]
+                fw.outbox.append(("stolen", [t.index for t in taken]))
+        elif kind == "start":
+            fw.running = fw.queue.popleft()
+            events.append(("start", fw.running))
+        elif kind == "finish":
+            fw.outbox.append(("done", fw.running))
+            fw.running = None
+        else:
+            what, payload = fw.outbox.popleft()
+            if what == "stolen":
+                stolen_back += len(payload)
+                sched.stolen(w, payload)
+            else:
+                events.append(("done", payload))
+                sched.task_done(w, payload.index, seconds=payload.cost * 1e-3)
+    assert sched.finished
+    return events, stolen_back
+
+
+@pytest.mark.parametrize("barrier", [True, False])
+def test_randomized_runs_run_every_task_exactly_once(barrier):
+    total_stolen = 0
+    for seed in range(60):
         rng = random.Random(seed)
-        tasks = _tasks(rng, per_level=(rng.randint(1, 6), rng.randint(1, 20), rng.randint(1, 10)))
-        workers = list(range(1, rng.randint(2, 8)))
-        sched = LevelScheduler(_by_level(tasks), workers)
-        completed, started_levels = [], []
-        while not sched.finished:
-            for _worker, task in sched.assignments():
-                started_levels.append(task.level)
-                # barrier: every task of a lower level has completed before this one starts
-                assert all(t.index in completed for t in tasks if t.level < task.level)
-                assert task.level == sched.level
-            # complete a random running task
-            worker = rng.choice(sorted(sched.running))
-            task = sched.complete(worker)
-            assert all(done_level <= task.level for done_level in
-                       [tasks[i].level for i in completed])  # completions never go back a level
-            completed.append(task.index)
-        assert sorted(completed) == list(range(len(tasks)))
-        assert started_levels == sorted(started_levels)
+        tasks = _tasks(rng, per_level=(rng.randint(1, 6), rng.randint(1, 30), rng.randint(1, 12)))
+        events, stolen = _simulate(rng, tasks, rng.randint(1, 7), prefetch=rng.randint(1, 4), level_barrier=barrier,
+                                   batch_seconds=rng.choice([0.0, 0.05, 1.0]))
+        total_stolen += stolen
+        started = [t.index for kind, t in events if kind == "start"]
+        completed = [t.index for kind, t in events if kind == "done"]
+        assert sorted(started) == list(range(len(tasks)))  # every task started exactly once
+        assert sorted(completed) == list(range(len(tasks)))  # and completed exactly once
+        if barrier:  # no task starts before every task of the lower levels has completed
+            done_levels = collections.Counter()
+            for kind, task in events:
+                if kind == "done":
+                    done_levels[task.level] += 1
+                else:
+                    for lower in range(1, task.level):
+                        assert done_levels[lower] == sum(t.level == lower for t in tasks)
+    assert total_stolen > 0  # the runs really exercised stealing
 
 
-def test_largest_first_within_a_level():
-    rng = random.Random(1)
-    tasks = _tasks(rng, n_levels=1, per_level=(10,))
-    sched = LevelScheduler(_by_level(tasks), [1])
-    order = []
-    while not sched.finished:
-        (worker, task), = sched.assignments()
-        order.append(task.cost)
-        sched.complete(worker)
-    assert order == sorted(order, reverse=True)
-
-
-def test_level_barrier_holds_next_level_until_all_done():
+def test_barrier_order_with_explicit_events():
     rng = random.Random(2)
-    tasks = _tasks(rng, n_levels=2, per_level=(2, 5))
-    sched = LevelScheduler(_by_level(tasks), [1, 2, 3, 4])
-    first = sched.assignments()
-    assert [t.level for _, t in first] == [1, 1]  # two idle workers wait at the barrier
-    sched.complete(first[0][0])
-    assert sched.assignments() == []  # level 1 still running
-    sched.complete(first[1][0])
-    second = sched.assignments()
-    assert len(second) == 4 and all(t.level == 2 for _, t in second)
+    tasks = _tasks(rng, per_level=(2, 5))
+    sched = Scheduler(_by_level(tasks), [1, 2, 3, 4], prefetch=1)
+    first = sched.actions()
+    assert [len(a.tasks) for a in first] == [1, 1] and all(a.tasks[0].level == 1 for a in first)
+    sched.task_done(first[0].worker, first[0].tasks[0].index)
+    assert sched.actions() == []  # level 1 still running: the barrier holds; nothing to steal either
+    sched.task_done(first[1].worker, first[1].tasks[0].index)
+    second = sched.actions()
+    assert len(second) == 4 and all(a.tasks[0].level == 2 for a in second)
+
+
+def test_without_barrier_next_level_fills_idle_workers():
+    rng = random.Random(2)
+    tasks = _tasks(rng, per_level=(2, 5))
+    sched = Scheduler(_by_level(tasks), [1, 2, 3, 4], prefetch=1, level_barrier=False)
+    assigned = [a.tasks[0].level for a in sched.actions()]
+    assert assigned == [1, 1, 2, 2]
+
+
+def test_largest_first_within_a_level_and_learning_reorders():
+    tasks = [Task(i, 0, (1,), (1,) if i % 2 else (1, 2), cost=float(10 + i)) for i in range(8)]
+    model = CostModel()
+    sched = Scheduler({1: tasks}, [1], prefetch=1, cost_model=model, resort_every=1)
+    (first,) = sched.actions()
+    assert first.tasks[0].index == 7  # the largest prior first
+    # measured: ghosted (basis (1, 2)) tasks turn out 100x more expensive than the prior says
+    sched.task_done(1, 7, seconds=0.01)  # basis (1,): cheap
+    (second,) = sched.actions()
+    sched.task_done(1, second.tasks[0].index, seconds=1.0 if len(second.tasks[0].basis) == 2 else 0.01)
+    rest = []
+    while not sched.finished:
+        (action,) = sched.actions()
+        rest.append(action.tasks[0])
+        sched.task_done(1, action.tasks[0].index, seconds=0.5)
+    ghosted_first = [len(t.basis) for t in rest]
+    assert ghosted_first == sorted(ghosted_first, reverse=True)
+
+
+def test_cheap_tasks_travel_in_batches_once_measured():
+    tasks = [Task(i, 0, (1,), (1,), cost=1.0) for i in range(100)]
+    sched = Scheduler({1: tasks}, [1], prefetch=1, batch_seconds=0.005, batch_target=0.02, max_batch=64)
+    (first,) = sched.actions()
+    assert len(first.tasks) == 1  # nothing measured yet: one at a time
+    sched.task_done(1, first.tasks[0].index, seconds=0.001)
+    (second,) = sched.actions()
+    assert len(second.tasks) == 20  # 20 x 1 ms = the 20 ms batch target
+
+
+def test_steal_goes_to_the_most_loaded_worker_and_returns_tasks_to_pending():
+    tasks = [Task(i, 0, (1,), (1,), cost=float(100 - i)) for i in range(6)]
+    sched = Scheduler({1: tasks}, [1], prefetch=6)
+    sched.actions()  # worker 1 takes everything
+    sched.worker_ready(2)  # a late worker finds nothing pending
+    (steal,) = sched.actions()
+    assert steal == Steal(victim=1, count=3)  # half of the 5 queued, rounded up
+    assert sched.actions() == []  # one steal at a time per victim
+    sched.stolen(1, [5, 4, 3])
+    assigns = sched.actions()
+    assert {a.worker for a in assigns} == {2}
+    assert [t.index for a in assigns for t in a.tasks] == [3, 4, 5]  # largest first again
+    assert not sched.pending
+    assert sum(len(b) for b in sched.batches[1]) == 3 and sum(len(b) for b in sched.batches[2]) == 3
 
 
 def test_stop_dispatches_nothing_more_but_running_completes():
     rng = random.Random(3)
-    sched = LevelScheduler(_by_level(_tasks(rng, n_levels=1, per_level=(6,))), [1, 2])
-    (w1, _), (w2, _) = sched.assignments()
+    sched = Scheduler(_by_level(_tasks(rng, per_level=(6,))), [1, 2], prefetch=1)
+    a, b = sched.actions()
     sched.stop()
     assert not sched.finished
-    sched.complete(w1)
-    assert sched.assignments() == []
-    sched.complete(w2)
+    sched.task_done(a.worker, a.tasks[0].index)
+    assert sched.actions() == []
+    sched.task_done(b.worker, b.tasks[0].index)
     assert sched.finished

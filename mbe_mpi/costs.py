@@ -1,0 +1,91 @@
+"""Expected task costs: a prior from atoms, basis functions and method scaling, refined by measurement.
+
+Pure (no I/O). The prior (``Task.cost``) is in arbitrary units; measured times turn it into
+seconds. Per model chemistry and *shape* (real and basis fragment counts, which for
+equal-sized fragments is the n-body level and its counterpoise variant) the model keeps the mean
+measured time; a shape not measured yet is predicted from the measured seconds-per-prior-unit
+of its model chemistry. Tasks whose program states its cost (the ``synthetic`` program) get that
+cost as an absolute prior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import qcengine
+
+from .plan import Plan, Task
+
+ShapeKey = tuple[int, int, int]  # (mc_index, number of real fragments, number of basis fragments)
+
+
+def shape_of(task: Task) -> ShapeKey:
+    return (task.mc_index, len(task.real), len(task.basis))
+
+
+class CostModel:
+    """Seconds expected for a task; learns online from measured task times."""
+
+    def __init__(self, absolute: Callable[[Task], float | None] | None = None):
+        self._absolute = absolute
+        self._sum: dict[ShapeKey, float] = {}
+        self._count: dict[ShapeKey, int] = {}
+        self._mc_seconds: dict[int, float] = {}  # measured seconds per prior unit, by model chemistry
+        self._mc_units: dict[int, float] = {}
+        self.observations = 0
+
+    def observe(self, task: Task, seconds: float) -> None:
+        key = shape_of(task)
+        self._sum[key] = self._sum.get(key, 0.0) + seconds
+        self._count[key] = self._count.get(key, 0) + 1
+        self._mc_seconds[task.mc_index] = self._mc_seconds.get(task.mc_index, 0.0) + seconds
+        self._mc_units[task.mc_index] = self._mc_units.get(task.mc_index, 0.0) + task.cost
+        self.observations += 1
+
+    def seconds(self, task: Task) -> float | None:
+        """Expected seconds, or None while nothing is known about tasks like this one."""
+        key = shape_of(task)
+        count = self._count.get(key)
+        if count:
+            return self._sum[key] / count
+        units = self._mc_units.get(task.mc_index)
+        if units:
+            return task.cost * self._mc_seconds[task.mc_index] / units
+        if self._absolute is not None:
+            absolute = self._absolute(task)
+            if absolute is not None:
+                return absolute
+        if self.observations:  # another model chemistry's rate: rough, but in seconds like the rest
+            return task.cost * sum(self._mc_seconds.values()) / max(sum(self._mc_units.values()), 1e-300)
+        return None
+
+    def sort_key(self, task: Task) -> tuple[int, float, int]:
+        """Dispatch order: level, then largest expected cost first (seconds once known, else the prior)."""
+        seconds = self.seconds(task)
+        return (task.level, -(seconds if seconds is not None else task.cost), task.index)
+
+
+def program_estimates(plan: Plan) -> Callable[[Task], float | None]:
+    """Absolute seconds for tasks whose QCEngine program states its cost (``expected_seconds``).
+
+    Only the ``synthetic`` program does; for real programs the model learns from measurements.
+    """
+    specs = plan.computer.input_data.specification.specification
+    sizes = plan.core.fragment_size_dict
+    estimators: dict[int, Callable[[int], float]] = {}
+    for mc_index, mc in enumerate(plan.model_chemistries):
+        spec = specs[mc]
+        try:
+            harness = qcengine.get_program(spec.program, check=False)
+        except Exception:
+            continue
+        expected = getattr(harness, "expected_seconds", None)
+        if expected is not None:
+            keywords = dict(spec.keywords)
+            estimators[mc_index] = lambda natom, expected=expected, keywords=keywords: expected(keywords, natom)
+
+    def estimate(task: Task) -> float | None:
+        estimator = estimators.get(task.mc_index)
+        return None if estimator is None else estimator(sum(sizes[f] for f in task.basis))
+
+    return estimate
