@@ -91,8 +91,9 @@ read -r -a extra_args <<< "$EXTRA_ARGS"
 cmd+=("${extra_args[@]}")
 
 # MPICH's hydra finds the nodes in $PBS_NODEFILE by itself. -disable-auto-cleanup: by default hydra kills every
-# rank as soon as one exits; with it, the job survives a worker rank that exits or hangs (a later mbe_mpi
-# release detects dead workers and reassigns their tasks; today the checkpoint is the safety net).
+# rank as soon as one exits abnormally; with it, the job survives a worker rank that exits or hangs (detecting
+# dead workers and reassigning their tasks is planned for a later mbe_mpi; today the checkpoint is the safety
+# net). A rank killed by a signal (segfault, OOM killer) still ends the job.
 # Open MPI's mpirun (built with PBS/TM support) finds the nodes too, but needs -x to pass variables to remote
 # nodes, and --with-ft ulfm (Open MPI 5) to survive dead ranks.
 read -r -a mpiexec_flags <<< "$MPIEXEC_FLAGS"

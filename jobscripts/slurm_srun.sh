@@ -51,7 +51,7 @@ EXTRA_ARGS=${EXTRA_ARGS:-}                  # further mbe_mpi flags, e.g. "--fre
 PYTHON=${PYTHON:-python}                    # the Python that has mbe_mpi (may be several words, e.g. a container)
 SRUN=${SRUN:-srun}
 SRUN_MPI=${SRUN_MPI:-pmi2}                  # PMI plugin (srun --mpi=list): pmi2 for MPICH/Intel MPI, pmix for Open MPI
-FORWARD_SIGNAL=${FORWARD_SIGNAL:-TERM}      # what the trap sends srun; srun forwards it to every task
+FORWARD_SIGNAL=${FORWARD_SIGNAL:-USR1}      # what the trap sends srun: USR1, which srun forwards to every task
 AUTO_REQUEUE=${AUTO_REQUEUE:-0}             # 1: after a clean early stop (exit code 4), scontrol requeue this job
 MAX_REQUEUES=${MAX_REQUEUES:-10}            # ... but not more often than this (SLURM_RESTART_COUNT)
 MBE_MPI_DRY_RUN=${MBE_MPI_DRY_RUN:-0}       # 1: print the commands instead of running them
@@ -109,9 +109,9 @@ cmd+=("${extra_args[@]}")
 # --ntasks/--cpus-per-task: srun (SLURM 22.05 and later) does not inherit --cpus-per-task from sbatch, so say it
 #   again: each rank is then bound to its own THREADS_PER_TASK cores.
 # --kill-on-bad-exit=0: do not end the whole step when one task exits with an error, the srun counterpart of
-#   hydra's -disable-auto-cleanup (a later mbe_mpi release detects dead workers and reassigns their tasks;
-#   today the checkpoint is the safety net). Whether the MPI library itself survives a dead rank is another
-#   matter: see docs/hpc.md.
+#   hydra's -disable-auto-cleanup (detecting dead workers and reassigning their tasks is planned for a later
+#   mbe_mpi; today the checkpoint is the safety net). Whether the MPI library itself survives a dead rank is
+#   another matter: see docs/hpc.md.
 launch=("$SRUN" --mpi="$SRUN_MPI" --ntasks="$RANKS" --cpus-per-task="$THREADS_PER_TASK" --kill-on-bad-exit=0
         "${cmd[@]}")
 
@@ -136,8 +136,10 @@ if [ "$MBE_MPI_DRY_RUN" = 1 ]; then
 fi
 
 # SLURM signals the ranks itself (see --signal above). The trap is for a signal sent to this batch shell only
-# (scancel --batch --signal=TERM JOBID, or a site that uses B:): srun forwards what it receives to every task.
-# srun runs in the background because bash runs a trap only after the foreground command ends.
+# (scancel --batch --signal=TERM JOBID, or a site that uses B:). It sends srun USR1, which srun forwards to
+# every task (mbe_mpi treats USR1 like TERM); a TERM to srun itself would not do: srun answers it by killing
+# every task ("forcing job termination"). srun runs in the background because bash runs a trap only after the
+# foreground command ends.
 pid= stop=
 forward() {
     log "received $1: asking mbe_mpi to stop cleanly (sending $FORWARD_SIGNAL to srun)"

@@ -17,6 +17,7 @@ from pathlib import Path
 EPILOG = """\
 examples:
   python -m mbe_mpi examples/water3_gfn2.yaml                      # local worker processes
+  python -m mbe_mpi plan examples/water3_gfn2.yaml --ranks 64      # dry run: tasks, predicted wall time
   python -m mbe_mpi examples/water3_gfn2.yaml --n-workers 2 -o out.json
   mpiexec -n 4 python -m mbe_mpi examples/water3_mp2_cp.yaml       # rank 0 master, 3 worker ranks
 
@@ -100,6 +101,11 @@ def checkpoint_path(output: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "plan":  # the dry run: task counts and predicted wall time
+        from .forecast import main as plan_main
+
+        return plan_main(argv[1:])
     args = build_parser().parse_args(argv)
     rank = _rank()
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .backoff import Backoff
 from .costs import CostModel
@@ -46,6 +47,71 @@ class Completion:
     worker: int
     sent: float
     received: float
+
+
+class PendingTasks:
+    """Tasks not handed out yet, served level by level, the largest expected cost first.
+
+    Grouped by *shape* (level, model chemistry, real and basis fragment counts): within a shape
+    the measured cost is the same, so each group is sorted once by the prior estimate, and the next
+    task is the head of the group expected to take longest. When measurements change which shape is
+    expensive, the order follows at once without re-sorting anything -- a re-sort of a million
+    pending tasks after every few results would make the master the bottleneck. ``fifo`` keeps the
+    plan order instead (the naive baseline).
+    """
+
+    def __init__(self, cost_model: CostModel, fifo: bool = False):
+        self.cost_model = cost_model
+        self.fifo = fifo
+        self._groups: dict[int, dict[tuple, collections.deque[Task]]] = {}  # level -> shape -> tasks
+        self._count = 0
+
+    def _shape(self, task: Task) -> tuple:
+        return (0,) if self.fifo else (task.mc_index, len(task.real), len(task.basis))
+
+    def extend(self, tasks: Iterable[Task]) -> None:
+        incoming: dict[tuple[int, tuple], list[Task]] = {}
+        for task in tasks:
+            incoming.setdefault((task.level, self._shape(task)), []).append(task)
+        for (level, shape), group in incoming.items():
+            queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
+            queue.extend(group)
+            ordered = sorted(queue, key=(lambda t: t.index) if self.fifo else (lambda t: (-t.cost, t.index)))
+            queue.clear()
+            queue.extend(ordered)
+            self._count += len(group)
+
+    def put_back(self, tasks: Iterable[Task]) -> None:
+        """Tasks returned by a worker go to the front of their groups (they were at the front before)."""
+        for task in sorted(tasks, key=lambda t: (t.cost, -t.index)):
+            self._groups.setdefault(task.level, {}).setdefault(self._shape(task), collections.deque()).appendleft(task)
+            self._count += 1
+
+    def _best(self) -> collections.deque[Task]:
+        level = min(level for level, shapes in self._groups.items() if any(shapes.values()))
+        candidates = [queue for queue in self._groups[level].values() if queue]
+        if len(candidates) == 1 or self.fifo:
+            return candidates[0]
+        return min(candidates, key=lambda queue: self.cost_model.sort_key(queue[0]))
+
+    def peek(self) -> Task:
+        return self._best()[0]
+
+    def popleft(self) -> Task:
+        self._count -= 1
+        return self._best().popleft()
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        for level in sorted(self._groups):
+            for queue in self._groups[level].values():
+                yield from queue
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,16 +148,18 @@ class Scheduler:
 
     def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int] = (), *, prefetch: int = 2,
                  level_barrier: bool = True, cost_model: CostModel | None = None, batch_seconds: float = 0.0,
-                 batch_target: float = 0.02, max_batch: int = 64, resort_every: int = 32):
+                 batch_target: float = 0.02, max_batch: int = 64, order: str = "cost",
+                 stealing: bool = True):
         self.cost_model = cost_model or CostModel()
+        self.steal_enabled = stealing
         self.prefetch = max(1, prefetch)
         self.level_barrier = level_barrier
         self.batch_seconds = batch_seconds
         self.batch_target = batch_target
         self.max_batch = max_batch
-        self.resort_every = resort_every
         self._levels = collections.deque(sorted(tasks_by_level.items()))
-        self.pending: collections.deque[Task] = collections.deque()
+        # "fifo" (plan order) exists to measure what cost ordering buys
+        self.pending = PendingTasks(self.cost_model, fifo=order == "fifo")
         self.batches: dict[int, list[list[Task]]] = {}
         self.hungry: collections.deque[int] = collections.deque()
         self.spare: collections.deque[int] = collections.deque()
@@ -100,7 +168,6 @@ class Scheduler:
         self.stopped = False
         self.running_count = 0  # tasks handed out and not completed
         self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
-        self._since_resort = 0
         self._open_next_level()
         for worker in workers:
             self.worker_ready(worker)
@@ -109,7 +176,7 @@ class Scheduler:
 
     def _release(self, level: int, tasks: list[Task]) -> None:
         self._open_levels[level] = len(tasks)
-        self.pending.extend(sorted(tasks, key=self.cost_model.sort_key))
+        self.pending.extend(tasks)
 
     def _open_next_level(self) -> None:
         while self._levels and not self.stopped:
@@ -161,10 +228,6 @@ class Scheduler:
                 self.level = min(self._open_levels)
         if seconds is not None:
             self.cost_model.observe(task, seconds)
-            self._since_resort += 1
-            if self._since_resort >= self.resort_every and self.pending:
-                self._since_resort = 0
-                self.pending = collections.deque(sorted(self.pending, key=self.cost_model.sort_key))
         self._open_next_level()
 
     def stolen(self, victim: int, task_indices: Iterable[int]) -> None:
@@ -184,7 +247,7 @@ class Scheduler:
                 batches.remove(batch)
                 (self.spare if batches else self.hungry).append(victim)
         self.running_count -= len(back)
-        self.pending.extendleft(sorted(back, key=self.cost_model.sort_key, reverse=True))
+        self.pending.put_back(back)
 
     def stop(self) -> None:
         """Hand out nothing more (tasks already with workers still complete)."""
@@ -210,7 +273,7 @@ class Scheduler:
             if estimate is not None and estimate < self.batch_seconds:
                 total = estimate
                 while self.pending and len(batch) < self.max_batch and total < self.batch_target:
-                    following = self.cost_model.seconds(self.pending[0])
+                    following = self.cost_model.seconds(self.pending.peek())
                     if following is None or following >= self.batch_seconds:
                         break
                     batch.append(self.pending.popleft())
@@ -232,7 +295,7 @@ class Scheduler:
             self.batches[worker].append(batch)
             self.running_count += len(batch)
             out.append(Assign(worker, tuple(batch)))
-        if not self.pending and not self.stopped and self.hungry:
+        if self.steal_enabled and not self.pending and not self.stopped and self.hungry:
             out.extend(self._steals())
         return out
 
@@ -269,11 +332,27 @@ class SchedulePolicy:
     batch_seconds: float = 0.005
     batch_target: float = 0.02
     max_batch: int = 64
+    order: str = "cost"
+    stealing: bool = True
 
     def scheduler(self, tasks_by_level: dict[int, list[Task]], cost_model: CostModel | None = None) -> Scheduler:
         return Scheduler(tasks_by_level, prefetch=self.prefetch, level_barrier=self.level_barrier,
                          cost_model=cost_model, batch_seconds=self.batch_seconds, batch_target=self.batch_target,
-                         max_batch=self.max_batch)
+                         max_batch=self.max_batch, order=self.order, stealing=self.stealing)
+
+
+DEFAULT_POLICY = SchedulePolicy()
+
+
+def policy_from_options(options: Any) -> SchedulePolicy:
+    """The scheduling policy an ExecutionOptions asks for (``order: fifo`` is the naive baseline)."""
+    if options.order == "fifo":
+        return dataclasses.replace(FIFO_POLICY, level_barrier=options.level_barrier)
+    return SchedulePolicy(prefetch=options.prefetch, level_barrier=options.level_barrier,
+                          batch_seconds=options.batch_seconds)
+
+#: the naive baseline the benchmarks compare against: plan order, one task at a time, no stealing
+FIFO_POLICY = SchedulePolicy(prefetch=1, batch_seconds=0.0, order="fifo", stealing=False)
 
 
 def run_master(

@@ -39,7 +39,9 @@ class ExecutionOptions:
     ``prefetch``: TASK messages a worker may hold (one running, the rest queued; default 2).
     ``level_barrier``: finish every n-body level before the next starts (default); false lets the
     next level fill workers that would idle at the barrier. ``batch_seconds``: tasks measured to take
-    less than this travel several per message (0 disables batching).
+    less than this travel several per message (0 disables batching). ``order``: ``cost`` (largest
+    expected cost first, with prefetch and stealing) or ``fifo`` (plan order, one task per worker,
+    no stealing: the naive baseline, for comparisons).
     """
 
     n_workers: int | None = None
@@ -55,6 +57,7 @@ class ExecutionOptions:
     prefetch: int = 2
     level_barrier: bool = True
     batch_seconds: float = 0.005
+    order: str = "cost"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -82,6 +85,10 @@ class ExecutionOptions:
             if not isinstance(values["cache_dir"], str) or not values["cache_dir"]:
                 raise InputError(f"{where}.cache_dir must be a folder path, got {values['cache_dir']!r}")
             kwargs["cache_dir"] = values["cache_dir"]
+        if values.get("order") is not None:
+            if values["order"] not in ("cost", "fifo"):
+                raise InputError(f"{where}.order must be 'cost' or 'fifo', got {values['order']!r}")
+            kwargs["order"] = values["order"]
         if values.get("prefetch") is not None:
             kwargs["prefetch"] = _positive_int(values["prefetch"], f"{where}.prefetch")
         if values.get("batch_seconds") is not None:

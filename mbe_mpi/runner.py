@@ -27,7 +27,7 @@ from .costs import CostModel, program_estimates
 from .errors import EXIT_STOPPED, InputError, RunStopped
 from .execute import WorkerContext, default_memory_per_task
 from .harnesses import import_plugins
-from .master import Completion, SchedulePolicy, run_master
+from .master import Completion, policy_from_options, run_master
 from .options import ExecutionOptions, usable_cores
 from .plan import Plan, Task, build_plan
 from .progress import Progress
@@ -159,8 +159,7 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
         with _StopSignals() as stop:
             master_cpu = time.process_time()
             options = setup.options
-            policy = SchedulePolicy(prefetch=options.prefetch, level_barrier=options.level_barrier,
-                                    batch_seconds=options.batch_seconds)
+            policy = policy_from_options(options)
             results = run_master(transport, plan, on_result, tasks=todo, policy=policy,
                                  cost_model=CostModel(program_estimates(plan)), stop_requested=stop,
                                  stop_grace=setup.options.stop_grace, ready_at=ready_at,

@@ -105,7 +105,9 @@ def test_failed_qc_task_exits_1_naming_the_task(ranks, tmp_path):
     proc = run_cli([str(_failing_case(tmp_path)), "--n-workers", "2"], ranks=ranks, timeout=180)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    message = proc.stderr.strip().splitlines()[0]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mbe_mpi: error:")]
+    assert len(errors) == 1, proc.stderr
+    message = errors[0]
     assert message.startswith("mbe_mpi: error: QC task [")  # names the label ...
     assert "(auto)" in message and "pyscf hf/sto-3g" in message  # ... the model chemistry ...
     assert "converge" in message.lower()  # ... and the program's error

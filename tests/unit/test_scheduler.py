@@ -139,23 +139,26 @@ def test_without_barrier_next_level_fills_idle_workers():
     assert assigned == [1, 1, 2, 2]
 
 
-def test_largest_first_within_a_level_and_learning_reorders():
-    tasks = [Task(i, 0, (1,), (1,) if i % 2 else (1, 2), cost=float(10 + i)) for i in range(8)]
+def test_largest_first_then_learned_costs_reorder_the_level():
+    """Bare tasks (basis (1,)) have the larger prior, but ghosted ones (basis (1, 2)) turn out 100x slower."""
+    bare = [Task(i, 0, (1,), (1,), cost=float(100 + i)) for i in range(6)]
+    ghosted = [Task(6 + i, 0, (2,), (1, 2), cost=float(10 + i)) for i in range(6)]
+    unlearned = Scheduler({1: bare + ghosted}, [1], prefetch=1)
+    assert [a.tasks[0].index for a in unlearned.actions()] == [5]  # by the prior: the largest bare task
+
     model = CostModel()
-    sched = Scheduler({1: tasks}, [1], prefetch=1, cost_model=model, resort_every=1)
-    (first,) = sched.actions()
-    assert first.tasks[0].index == 7  # the largest prior first
-    # measured: ghosted (basis (1, 2)) tasks turn out 100x more expensive than the prior says
-    sched.task_done(1, 7, seconds=0.01)  # basis (1,): cheap
-    (second,) = sched.actions()
-    sched.task_done(1, second.tasks[0].index, seconds=1.0 if len(second.tasks[0].basis) == 2 else 0.01)
-    rest = []
+    model.observe(Task(100, 0, (3,), (3,), 103.0), 0.01)  # measured earlier in the run (same shapes)
+    model.observe(Task(101, 0, (3,), (3, 4), 13.0), 1.0)
+    sched = Scheduler({1: bare + ghosted}, [1], prefetch=1, cost_model=model)
+    order = []
     while not sched.finished:
         (action,) = sched.actions()
-        rest.append(action.tasks[0])
-        sched.task_done(1, action.tasks[0].index, seconds=0.5)
-    ghosted_first = [len(t.basis) for t in rest]
-    assert ghosted_first == sorted(ghosted_first, reverse=True)
+        order.append(action.tasks[0])
+        sched.task_done(1, action.tasks[0].index, seconds=1.0 if len(action.tasks[0].basis) == 2 else 0.01)
+    assert [len(t.basis) for t in order] == [2] * 6 + [1] * 6  # measured-expensive shape first
+    for shape in (1, 2):  # within a shape, the prior order holds
+        costs = [t.cost for t in order if len(t.basis) == shape]
+        assert costs == sorted(costs, reverse=True)
 
 
 def test_cheap_tasks_travel_in_batches_once_measured():

@@ -1,0 +1,660 @@
+"""Throughput on ~19,000 zero-cost QC tasks: mbe_mpi against mpi4py.futures, multiprocessing.Pool, QCManyBody.
+
+The task set is a real MBE label set: a VMFC 3-body expansion of 26 waters (water 3 of water32.xyz and its
+25 nearest neighbours by O-O distance), 19,201 tasks, run with the ``synthetic`` QCEngine program at
+``seconds: 0``, so what is measured is the per-task cost of the machinery, not of a QC program. (QCManyBody's
+``cp`` uses the full-cluster basis for every task, so a cp 3-body of all 32 waters is only 5,488 tasks;
+VMFC of 26 waters is the real label set in the 15k-25k range this benchmark wants.)
+
+Every worker, whoever schedules it, does the same QCEngine work per task: build the fragment molecule and
+AtomicInput for the label with ``mbe_mpi.fragments`` (exactly as QCManyBody does), then ``qcengine.compute``
+with ``task_config={"ncores": 1, "memory": M, "retries": 0}``. Variants (each run as its own process):
+
+* ``mbe-mpi``: ``mpiexec -n 3 python bench_throughput.py --run mbe_mpi`` (2 worker ranks), SPMD
+  ``mbe_mpi.compute``;
+* ``mbe-local``: ``python bench_throughput.py --run mbe_mpi --n-workers 2`` (local transport);
+* ``futures``: ``mpiexec -n 3 python -m mpi4py.futures bench_throughput.py --run futures --chunksize C``
+  (a static pool of 2 worker ranks: the portable way with MPICH), ``executor.map(..., unordered=True)``;
+* ``pool``: ``python bench_throughput.py --run pool --chunksize C``, ``multiprocessing.Pool(2)`` (spawn),
+  ``imap_unordered``;
+* ``sequential``: QCManyBody's ``ManyBodyComputer.from_manybodyinput`` in one process (the reference);
+* ``overhead``: in one process, what a task costs piece by piece (molecule, AtomicInput, ``qcengine.compute``
+  and its TaskConfig), and a cProfile of ``qcengine.compute``.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_throughput.py                  # all variants, 3 repeats, then the tables
+    python benchmarks/bench_throughput.py --repeats 1 --waters 8   # quick smoke run (~1,000 tasks)
+    python benchmarks/bench_throughput.py --only mbe-mpi futures   # some variants only
+
+Wall times: *steady* is the task phase only (workers started and initialised; for mbe_mpi the sum of the
+per-level walls of ``extras["mbe_mpi"]["timing"]``); *in-run* is from creating the pool / calling
+``compute`` to the last result (includes starting workers; for mbe_mpi also planning and assembly);
+*process* is the launcher's wall time for the whole command (Python and MPI start-up, imports, sanity checks).
+Master CPU is ``time.process_time()`` of rank 0 / the parent process (all its threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+_SHARED = REPO.parent / "shared" / "data" / "water32.xyz"
+WATER32 = _SHARED if _SHARED.exists() else REPO / "tests" / "data" / "water32.xyz"
+ANGSTROM_TO_BOHR = 1.0 / 0.52917721067
+MEMORY_GIB = 1.0  # memory per task given to QCEngine, the same for every variant
+VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "sequential", "overhead")
+
+
+# --------------------------------------------------------------------------------------------------
+# The input: a water cluster cut from water32.xyz, synthetic program at zero cost
+# --------------------------------------------------------------------------------------------------
+
+
+def water_cluster(n: int, center: int = 3) -> list[list[tuple[str, tuple[float, float, float]]]]:
+    """Water ``center`` (0-based) and its n-1 nearest neighbours by O-O distance (ties: file order)."""
+    import numpy as np
+
+    rows = [line.split() for line in WATER32.read_text().splitlines()[2:] if line.strip()]
+    atoms = [(s, (float(x), float(y), float(z))) for s, x, y, z in rows]
+    waters = [atoms[3 * i : 3 * i + 3] for i in range(len(atoms) // 3)]
+    origin = np.array(waters[center][0][1])
+    order = sorted(range(len(waters)), key=lambda i: (float(np.linalg.norm(np.array(waters[i][0][1]) - origin)), i))
+    return [waters[i] for i in order[:n]]
+
+
+def make_input(n_waters: int, bsse: str, max_nbody: int, seconds: float = 0.0):
+    """ManyBodyInput: n waters (bohr, explicit neutral singlet fragments), synthetic program."""
+    import numpy as np
+    from qcelemental.models.v2 import Molecule
+    from qcmanybody.models.v2 import ManyBodyInput
+
+    symbols, geometry, fragments = [], [], []
+    for water in water_cluster(n_waters):
+        start = len(symbols)
+        for sym, xyz in water:
+            symbols.append(sym)
+            geometry.append(np.array(xyz) * ANGSTROM_TO_BOHR)
+        fragments.append(list(range(start, len(symbols))))
+    molecule = Molecule(symbols=symbols, geometry=np.array(geometry), fragments=fragments,
+                        fragment_charges=[0.0] * n_waters, fragment_multiplicities=[1] * n_waters,
+                        molecular_charge=0.0, molecular_multiplicity=1)
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"seconds": seconds}}
+    keywords = {"bsse_type": [bsse], "max_nbody": max_nbody}
+    return ManyBodyInput(specification={"driver": "energy", "keywords": keywords, "specification": spec},
+                         molecule=molecule)
+
+
+# --------------------------------------------------------------------------------------------------
+# The baselines' worker: the same QCEngine work per task as mbe_mpi's worker
+# --------------------------------------------------------------------------------------------------
+
+_CONTEXT: dict[str, Any] = {}
+
+
+def init_worker(input_json: str, memory_gib: float) -> None:
+    """Once per worker process: QCManyBody's core and atomic specifications (as mbe_mpi's WorkerContext)."""
+    import qcengine
+    from qcmanybody.models.v2 import ManyBodyInput
+
+    import mbe_mpi  # noqa: F401  (registers the synthetic program)
+    from mbe_mpi.plan import atomic_specifications, make_computer
+
+    computer = make_computer(ManyBodyInput.model_validate_json(input_json))
+    task_config = {"ncores": 1, "memory": memory_gib, "retries": 0}
+    qcengine.config.get_config(task_config=task_config)  # QCEngine's node description (~1 s), paid once
+    _CONTEXT.update(core=computer.qcmb_core, model_chemistries=tuple(computer.qcmb_core.compute_map),
+                    specifications=atomic_specifications(computer), task_config=task_config)
+
+
+def run_label(label: tuple[int, tuple[int, ...], tuple[int, ...]]) -> float:
+    """One task: fragment molecule + AtomicInput for (mc index, real, basis), qcengine.compute, the energy."""
+    import qcengine
+
+    from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
+
+    mc_index, real, basis = label
+    spec = _CONTEXT["specifications"][_CONTEXT["model_chemistries"][mc_index]]
+    molecule = build_fragment_molecule(_CONTEXT["core"], real, basis)
+    atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
+    result = qcengine.compute(atomic_input, spec["program"], raise_error=True, task_config=_CONTEXT["task_config"])
+    return result.properties.return_energy
+
+
+def probe(seconds: float) -> int:
+    """Warm-up task: which worker process ran it (after its initializer)."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def labels_of(mbi) -> list[tuple[int, tuple[int, ...], tuple[int, ...]]]:
+    """The task labels in QCManyBody's iterate_molecules order, as small tuples."""
+    from mbe_mpi.plan import build_plan
+
+    return [(t.mc_index, t.real, t.basis) for t in build_plan(mbi).tasks]
+
+
+def check_energies(labels: list, energies: list[float], input_json: str, sample: int = 40) -> float:
+    """Recompute a sample of the baseline's task energies in this process; return the max abs difference."""
+    init_worker(input_json, MEMORY_GIB)
+    step = max(1, len(labels) // sample)
+    return max(abs(run_label(labels[i]) - energies[i]) for i in range(0, len(labels), step))
+
+
+# --------------------------------------------------------------------------------------------------
+# The variants (each runs in the process the launcher started)
+# --------------------------------------------------------------------------------------------------
+
+
+def max_abs_difference(result, reference) -> float:
+    """Largest absolute difference over return_result and every numeric property."""
+    import numpy as np
+
+    worst = float(np.max(np.abs(np.ravel(result.return_result) - np.ravel(reference.return_result))))
+    got, want = result.properties.model_dump(), reference.properties.model_dump()
+    for key, value in want.items():
+        if isinstance(value, (int, float, list, np.ndarray)) and not isinstance(value, bool):
+            a = np.ravel(np.asarray(got[key], dtype=float))
+            b = np.ravel(np.asarray(value, dtype=float))
+            worst = max(worst, float(np.max(np.abs(a - b))) if a.size else 0.0)
+    return worst
+
+
+def variant_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
+    """mbe_mpi.compute: local transport (--n-workers) or, under mpiexec, SPMD over the ranks."""
+    from qcmanybody.v2.computer import ManyBodyComputer
+
+    import mbe_mpi
+
+    rank = 0
+    if "PMI_RANK" in os.environ or "PMI_SIZE" in os.environ:
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+    if args.resort_every is not None:
+        # Diagnostic only (in this process, nothing in mbe_mpi/ is changed): how often the scheduler
+        # re-sorts its pending tasks by the learnt cost (default: every 32 completed tasks).
+        from mbe_mpi.master import Scheduler
+
+        Scheduler.__init__.__kwdefaults__["resort_every"] = args.resort_every
+    mbi = make_input(args.waters, args.bsse, args.max_nbody)
+    profiler = cProfile.Profile() if (args.profile and rank == 0) else None
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    result = mbe_mpi.compute(mbi, n_workers=args.n_workers, memory_per_task=MEMORY_GIB)
+    if profiler is not None:
+        profiler.disable()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    # sanity, same transport, after the timed run (which thus starts cold): a small expansion of the same
+    # kind equals QCManyBody's sequential result
+    small = make_input(args.sanity_waters, args.bsse, args.max_nbody)
+    small_result = mbe_mpi.compute(small, n_workers=args.n_workers, memory_per_task=MEMORY_GIB)
+    if rank != 0:
+        return None
+    reference = ManyBodyComputer.from_manybodyinput(small)
+    sanity = {"tasks": small_result.properties.calcinfo_nmbe, "max_abs_diff": max_abs_difference(small_result, reference)}
+    stats = result.extras["mbe_mpi"]
+    timing = stats["timing"]
+    steady = sum(level["wall_time"] for level in timing["levels"].values())
+    out = {
+        "tasks": result.properties.calcinfo_nmbe,
+        "in_run_wall": wall,
+        "steady_wall": steady,
+        "startup": timing["startup"],
+        "other": wall - steady - timing["startup"],  # planning, level gaps, assembly, shutdown
+        "master_cpu_in_run": cpu,
+        "master_cpu_steady": timing["master_cpu_time"],  # run_master only
+        "task_time_sum": timing["task_time_sum"],
+        "levels": timing["levels"],
+        "return_energy": result.properties.return_energy,
+        "sanity": sanity,
+    }
+    if profiler is not None:
+        out["profile"] = profile_text(profiler, args.profile_lines)
+    return out
+
+
+def _timed_map(mapper, labels: list, n_workers: int, submit_probe) -> dict[str, Any]:
+    """Warm up until every worker has run its initializer, then time the map over all labels."""
+    seen: set[int] = set()
+    while len(seen) < n_workers:
+        seen.update(submit_probe())
+    cpu1, wall1 = time.process_time(), time.perf_counter()
+    energies = mapper()
+    return {"steady_wall": time.perf_counter() - wall1, "master_cpu_steady": time.process_time() - cpu1,
+            "energies": energies}
+
+
+def variant_futures(args: argparse.Namespace) -> dict[str, Any]:
+    """mpi4py.futures.MPIPoolExecutor (static pool under ``mpiexec -n 3 python -m mpi4py.futures``)."""
+    from mpi4py.futures import MPIPoolExecutor
+
+    mbi = make_input(args.waters, args.bsse, args.max_nbody)
+    labels = labels_of(mbi)
+    input_json = mbi.model_dump_json()
+    n = args.n_workers
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with MPIPoolExecutor(max_workers=n, initializer=init_worker, initargs=(input_json, MEMORY_GIB)) as executor:
+        def mapper() -> list[float]:
+            indexed = executor.map(_indexed, ((i, label) for i, label in enumerate(labels)),
+                                   chunksize=args.chunksize, unordered=True)
+            return _ordered(indexed, len(labels))
+
+        timed = _timed_map(mapper, labels, n, lambda: list(executor.map(probe, [0.05] * (2 * n))))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return _baseline_out(timed, labels, input_json, wall, cpu, wall0)
+
+
+def variant_pool(args: argparse.Namespace) -> dict[str, Any]:
+    """multiprocessing.Pool(n) with the spawn method, imap_unordered."""
+    import multiprocessing
+
+    mbi = make_input(args.waters, args.bsse, args.max_nbody)
+    labels = labels_of(mbi)
+    input_json = mbi.model_dump_json()
+    n = args.n_workers
+    context = multiprocessing.get_context("spawn")
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    with context.Pool(n, initializer=init_worker, initargs=(input_json, MEMORY_GIB)) as pool:
+        def mapper() -> list[float]:
+            indexed = pool.imap_unordered(_indexed, enumerate(labels), chunksize=args.chunksize)
+            return _ordered(indexed, len(labels))
+
+        timed = _timed_map(mapper, labels, n, lambda: pool.map(probe, [0.05] * (2 * n), chunksize=1))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return _baseline_out(timed, labels, input_json, wall, cpu, wall0)
+
+
+def _indexed(item: tuple[int, tuple]) -> tuple[int, float]:
+    index, label = item
+    return index, run_label(label)
+
+
+def _ordered(indexed, count: int) -> list[float]:
+    energies = [0.0] * count
+    for index, energy in indexed:
+        energies[index] = energy
+    return energies
+
+
+def _baseline_out(timed: dict, labels: list, input_json: str, wall: float, cpu: float, wall0: float) -> dict:
+    energies = timed.pop("energies")
+    return {
+        "tasks": len(labels),
+        "in_run_wall": wall,
+        "startup": wall - timed["steady_wall"],  # pool start, initializers, warm-up probes, shutdown
+        "master_cpu_in_run": cpu,
+        **timed,
+        "sanity": {"tasks": min(40, len(labels)), "max_abs_diff": check_energies(labels, energies, input_json)},
+    }
+
+
+def variant_sequential(args: argparse.Namespace) -> dict[str, Any]:
+    """QCManyBody's own sequential computer on the whole input (or on ``--subset`` waters, extrapolated)."""
+    from qcmanybody.v2.computer import ManyBodyComputer
+
+    import mbe_mpi  # noqa: F401
+
+    mbi = make_input(args.waters, args.bsse, args.max_nbody)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    result = ManyBodyComputer.from_manybodyinput(mbi)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"tasks": result.properties.calcinfo_nmbe, "in_run_wall": wall, "steady_wall": wall,
+            "master_cpu_in_run": cpu, "master_cpu_steady": cpu, "return_energy": result.properties.return_energy}
+
+
+def variant_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-task cost, piece by piece, in one process; and where qcengine.compute spends its time."""
+    import qcengine
+
+    from mbe_mpi.execute import WorkerContext, run_task
+    from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
+    from mbe_mpi.protocol import TaskSpec
+
+    mbi = make_input(args.waters, args.bsse, args.max_nbody)
+    input_json = mbi.model_dump_json()
+    init_worker(input_json, MEMORY_GIB)
+    labels = labels_of(mbi)
+    step = max(1, len(labels) // args.overhead_tasks)
+    sample = labels[::step][: args.overhead_tasks]
+    ctx = _CONTEXT
+    spec = ctx["specifications"][ctx["model_chemistries"][0]]
+    program, task_config = spec["program"], ctx["task_config"]
+    harness = qcengine.get_program(program)
+    config = qcengine.config.get_config(task_config=task_config)
+    worker_ctx = WorkerContext.build(mbi, rank=1, threads=1, memory_gib=MEMORY_GIB)
+
+    def per_task(fn) -> float:
+        best = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for item in sample:
+                fn(item)
+            best.append((time.perf_counter() - t0) / len(sample))
+        return statistics.median(best)
+
+    molecules = [build_fragment_molecule(ctx["core"], real, basis) for _, real, basis in sample]
+    inputs = [build_atomic_input(m, program, spec["specification"]) for m in molecules]
+    pieces = {
+        "build_fragment_molecule": per_task(lambda lab: build_fragment_molecule(ctx["core"], lab[1], lab[2])),
+        "build_atomic_input": per_task(lambda lab: build_atomic_input(molecules[0], program, spec["specification"])),
+        "qcengine.compute (total)": _per_item(inputs, lambda i: qcengine.compute(i, program, raise_error=True,
+                                                                                  task_config=task_config)),
+        "  of which get_config(task_config) (TaskConfig)": per_task(
+            lambda lab: qcengine.config.get_config(task_config=task_config)),
+        "  of which harness.compute (the synthetic model)": _per_item(inputs, lambda i: harness.compute(i, config)),
+        "baseline task (run_label)": per_task(run_label),
+        "mbe_mpi worker task (execute.run_task)": per_task(
+            lambda lab: run_task(worker_ctx, TaskSpec(0, lab[0], lab[1], lab[2]))),
+        "  of which per-task scratch folder (mkdtemp, chdir, rmtree)": per_task(lambda lab: _scratch_cycle()),
+    }
+    scheduler_cost = {
+        f"{1e3 * seconds:.0f} ms tasks, re-sort every {'32 (default)' if every == 32 else 'never'}":
+            scheduler_cpu_per_task(mbi, seconds, every)
+        for seconds in (0.002, 0.006) for every in (32, 10**9)
+    }
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for inp in inputs:
+        qcengine.compute(inp, program, raise_error=True, task_config=task_config)
+    profiler.disable()
+    return {"tasks": len(sample), "per_task_seconds": pieces, "scheduler_cpu_per_task": scheduler_cost,
+            "plan_label_seconds": _per_item(build_plan_tasks(mbi), lambda pt: pt[0].label(pt[1])),
+            "profile_qcengine_compute": profile_text(profiler, args.profile_lines)}
+
+
+def build_plan_tasks(mbi) -> list:
+    from mbe_mpi.plan import build_plan
+
+    plan = build_plan(mbi)
+    return [(plan, task) for task in plan.tasks[:: max(1, len(plan.tasks) // 2000)]]
+
+
+def scheduler_cpu_per_task(mbi, task_seconds: float, resort_every: int) -> float:
+    """CPU per task of mbe_mpi's Scheduler alone (no transport, no QC) for the whole plan and 2 workers.
+
+    Each worker's oldest TASK message completes at once, every task reporting ``task_seconds`` (which
+    decides batching: tasks measured below ``batch_seconds`` = 5 ms travel several per message).
+    """
+    import collections
+
+    from mbe_mpi.costs import CostModel, program_estimates
+    from mbe_mpi.master import Assign, SchedulePolicy
+    from mbe_mpi.plan import build_plan
+
+    plan = build_plan(mbi)
+    scheduler = SchedulePolicy().scheduler(plan.by_level(), CostModel(program_estimates(plan)))
+    scheduler.resort_every = resort_every
+    workers = (1, 2)
+    held: dict[int, collections.deque] = {w: collections.deque() for w in workers}
+    for worker in workers:
+        scheduler.worker_ready(worker)
+    cpu0 = time.process_time()
+    while not scheduler.finished:
+        for action in scheduler.actions():
+            if isinstance(action, Assign):
+                held[action.worker].append(action.tasks)
+            else:
+                scheduler.stolen(action.victim, ())
+        for worker in workers:
+            if held[worker]:
+                for task in held[worker].popleft():
+                    scheduler.task_done(worker, task.index, task_seconds)
+    return (time.process_time() - cpu0) / len(plan.tasks)
+
+
+def _per_item(items: list, fn) -> float:
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for item in items:
+            fn(item)
+        runs.append((time.perf_counter() - t0) / len(items))
+    return statistics.median(runs)
+
+
+def _scratch_cycle() -> None:
+    path = tempfile.mkdtemp(prefix="bench_")
+    previous = os.getcwd()
+    os.chdir(path)
+    os.chdir(previous)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def profile_text(profiler: cProfile.Profile, lines: int) -> str:
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(lines)
+    return stream.getvalue()
+
+
+RUNNERS = {"mbe_mpi": variant_mbe_mpi, "futures": variant_futures, "pool": variant_pool,
+           "sequential": variant_sequential, "overhead": variant_overhead}
+
+
+# --------------------------------------------------------------------------------------------------
+# The driver: launch every variant as its own process, repeat, tabulate
+# --------------------------------------------------------------------------------------------------
+
+
+def command_for(variant: str, args: argparse.Namespace, out: str) -> list[str]:
+    script = str(Path(__file__).resolve())
+    common = ["--waters", str(args.waters), "--bsse", args.bsse, "--max-nbody", str(args.max_nbody),
+              "--sanity-waters", str(args.sanity_waters), "--out", out]
+    mpiexec = [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1)]
+    py = sys.executable
+    extra = [*(["--profile"] if args.profile else []),
+             *(["--resort-every", str(args.resort_every)] if args.resort_every is not None else [])]
+    if variant == "mbe-mpi":
+        return [*mpiexec, py, script, "--run", "mbe_mpi", *common, *extra]
+    if variant == "mbe-local":
+        return [py, script, "--run", "mbe_mpi", "--n-workers", str(args.n_workers), *common, *extra]
+    if variant == "futures":
+        return [*mpiexec, py, "-m", "mpi4py.futures", script, "--run", "futures", "--chunksize",
+                str(args.chunksize), "--n-workers", str(args.n_workers), *common]
+    if variant == "futures-1":
+        return [*mpiexec, py, "-m", "mpi4py.futures", script, "--run", "futures", "--chunksize", "1",
+                "--n-workers", str(args.n_workers), *common]
+    if variant == "pool":
+        return [py, script, "--run", "pool", "--chunksize", str(args.chunksize), "--n-workers",
+                str(args.n_workers), *common]
+    if variant == "sequential":
+        return [py, script, "--run", "sequential", *common]
+    if variant == "overhead":
+        return [py, script, "--run", "overhead", "--overhead-tasks", str(args.overhead_tasks), *common]
+    raise ValueError(variant)
+
+
+def launch(variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench_throughput_") as tmp:
+        out = str(Path(tmp) / "out.json")
+        command = command_for(variant, args, out)
+        load = os.getloadavg()
+        t0 = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=args.timeout)
+        process_wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{variant} failed ({proc.returncode}):\n{' '.join(command)}\n{proc.stderr[-4000:]}")
+        data = json.loads(Path(out).read_text())
+    data.update(variant=variant, process_wall=process_wall, load_before=load, command=_display(command))
+    return data
+
+
+def _display(command: list[str]) -> str:
+    shown = []
+    for part in command:
+        if part == sys.executable:
+            part = "python"
+        elif part.endswith("bench_throughput.py"):
+            part = "benchmarks/bench_throughput.py"
+        elif part.endswith("/mpiexec"):
+            part = "mpiexec"
+        shown.append(part)
+    return " ".join(p for p in shown if not p.startswith("/tmp/"))
+
+
+def med_range(values: list[float], fmt: str = "{:.0f}") -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+LABELS = {
+    "mbe-mpi": "mbe_mpi, MPI (`mpiexec -n 3`, 2 worker ranks)",
+    "mbe-local": "mbe_mpi, local transport (n_workers=2)",
+    "futures": "mpi4py.futures MPIPoolExecutor, 2 workers, chunksize {c}",
+    "futures-1": "mpi4py.futures MPIPoolExecutor, 2 workers, chunksize 1",
+    "pool": "multiprocessing.Pool(2) spawn, imap_unordered chunksize {c}",
+    "sequential": "QCManyBody ManyBodyComputer, sequential (1 process)",
+}
+
+
+def tabulate(runs: list[dict], args: argparse.Namespace) -> str:
+    lines = [
+        "| variant | tasks/s steady | tasks/s in-run | tasks/s process | master CPU µs/task steady "
+        "| master CPU µs/task in-run | start-up + other (s) | sanity max abs diff |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for variant in args.only:
+        if variant == "overhead":
+            continue
+        rs = [r for r in runs if r["variant"] == variant]
+        if not rs:
+            continue
+        tasks = rs[0]["tasks"]
+        steady = [r["tasks"] / r["steady_wall"] for r in rs]
+        in_run = [r["tasks"] / r["in_run_wall"] for r in rs]
+        process = [r["tasks"] / r["process_wall"] for r in rs]
+        cpu_steady = [1e6 * r["master_cpu_steady"] / r["tasks"] for r in rs]
+        cpu_in_run = [1e6 * r["master_cpu_in_run"] / r["tasks"] for r in rs]
+        extra = [r["in_run_wall"] - r["steady_wall"] for r in rs]
+        sanity = max((r["sanity"]["max_abs_diff"] for r in rs if r.get("sanity")), default=None)
+        label = LABELS[variant].format(c=args.chunksize)
+        lines.append(
+            f"| {label} | {med_range(steady)} | {med_range(in_run)} | {med_range(process)} | "
+            f"{med_range(cpu_steady, '{:.1f}')} | {med_range(cpu_in_run, '{:.1f}')} | {med_range(extra, '{:.2f}')} | "
+            f"{'—' if sanity is None else f'{sanity:.1e}'} |"
+        )
+        assert all(r["tasks"] == tasks for r in rs)
+    return "\n".join(lines)
+
+
+def describe_machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import importlib.metadata as md
+
+    versions = ", ".join(f"{p} {md.version(p)}" for p in ("mpi4py", "mpich", "qcengine", "qcmanybody", "qcelemental"))
+    return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}; Python {platform.python_version()}, {versions}"
+
+
+def drive(args: argparse.Namespace) -> None:
+    print(f"# bench_throughput  {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"# machine: {describe_machine()}")
+    print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    runs: list[dict] = []
+    repeated = [v for v in args.only if v not in ("sequential", "overhead")]
+    once = [v for v in args.only if v in ("sequential", "overhead")]
+    for repeat in range(args.repeats):
+        for variant in repeated:
+            run = launch(variant, args)
+            runs.append(run)
+            print(f"[{repeat + 1}/{args.repeats}] {variant:10s} tasks {run['tasks']} steady {run['steady_wall']:.2f} s "
+                  f"in-run {run['in_run_wall']:.2f} s process {run['process_wall']:.2f} s; master CPU steady "
+                  f"{run['master_cpu_steady']:.2f} s; load before {run['load_before'][0]:.2f}", flush=True)
+            if run.get("profile"):
+                print(run["profile"])
+    for variant in once:
+        run = launch(variant, args)
+        runs.append(run)
+        if variant == "overhead":
+            print(f"\n## Per-task cost in one process ({run['tasks']} labels spread over the set, median of 3 passes)")
+            for name, seconds in run["per_task_seconds"].items():
+                print(f"  {name:62s} {1e3 * seconds:7.3f} ms")
+            print(f"  {'Plan.label (as runner.on_result logs it, even without -v)':62s} "
+                  f"{1e3 * run['plan_label_seconds']:7.3f} ms")
+            print("  mbe_mpi Scheduler alone, CPU per task (whole plan, 2 workers, no transport):")
+            for name, seconds in run["scheduler_cpu_per_task"].items():
+                print(f"    {name:60s} {1e6 * seconds:7.1f} µs")
+            print(run["profile_qcengine_compute"])
+        else:
+            print(f"[once] {variant:10s} tasks {run['tasks']} wall {run['in_run_wall']:.2f} s process "
+                  f"{run['process_wall']:.2f} s; load before {run['load_before'][0]:.2f}", flush=True)
+    print(f"\n# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"# {args.bsse} {args.max_nbody}-body expansion of {args.waters} waters; median (range) of "
+          f"{args.repeats} runs\n")
+    print(tabulate(runs, args))
+    print("\ncommands:")
+    for variant in args.only:
+        match = next((r for r in runs if r["variant"] == variant), None)
+        if match:
+            print(f"  {variant:10s} {match['command']}")
+    mbe_levels = [r for r in runs if r["variant"] in ("mbe-mpi", "mbe-local")]
+    for r in mbe_levels:
+        levels = ", ".join(f"{k}-body {v['tasks']} tasks {v['wall_time']:.2f} s util {v['utilisation']:.0%}"
+                           for k, v in r["levels"].items())
+        print(f"  {r['variant']}: startup {r['startup']:.2f} s, other {r['other']:.2f} s; {levels}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=1, default=str))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", choices=sorted(RUNNERS), help="run one variant in this process (used by the driver)")
+    parser.add_argument("--only", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to run")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each variant except sequential/overhead")
+    parser.add_argument("--waters", type=int, default=26, help="waters in the cluster (default 26)")
+    parser.add_argument("--bsse", default="vmfc", help="nocp, cp or vmfc (default vmfc)")
+    parser.add_argument("--max-nbody", type=int, default=3)
+    parser.add_argument("--sanity-waters", type=int, default=5, help="waters of the mbe_mpi-vs-QCManyBody check")
+    parser.add_argument("--n-workers", type=int, default=2)
+    parser.add_argument("--chunksize", type=int, default=16, help="chunksize of the baselines (default 16)")
+    parser.add_argument("--overhead-tasks", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="cProfile rank 0 / the parent during mbe_mpi.compute")
+    parser.add_argument("--profile-lines", type=int, default=30)
+    parser.add_argument("--resort-every", type=int, help="diagnostic: monkeypatch the scheduler's re-sort interval "
+                        "(mbe_mpi variants; e.g. 1000000000 = never re-sort)")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--json", help="also write every run's figures to this JSON file")
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run is None:
+        drive(args)
+        return
+    if args.run in ("mbe_mpi",) and args.n_workers == 2 and ("PMI_RANK" in os.environ or "PMI_SIZE" in os.environ):
+        args.n_workers = None  # under mpiexec the ranks are the workers
+    out = RUNNERS[args.run](args)
+    if out is not None and args.out:
+        Path(args.out).write_text(json.dumps(out, default=float))
+
+
+if __name__ == "__main__":
+    main()

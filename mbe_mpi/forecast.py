@@ -1,0 +1,114 @@
+"""``python -m mbe_mpi plan INPUT --ranks P``: what a run will do and how long it should take.
+
+Counts the QC tasks per n-body level and model chemistry, sums their expected cost, and runs the
+scheduler on a virtual clock (:mod:`mbe_mpi.simulate`) for P ranks (P-1 workers) to predict the
+wall time and parallel efficiency -- without running any QC. Expected seconds come from the
+program when it states them (the ``synthetic`` program) or from ``--seconds-per-unit`` times the
+plan's relative cost estimate; without either, costs are shown in relative units and only the
+efficiency is predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+
+from .costs import program_estimates
+from .master import DEFAULT_POLICY, SchedulePolicy, policy_from_options
+from .plan import Plan, Task, build_plan
+from .simulate import SimulationResult, simulate
+
+#: What each task costs besides the QC program itself: building the fragment molecule and QCEngine's
+#: own set-up (~1-3 ms measured on a 2-core VM); added to every task's expected duration.
+TASK_OVERHEAD_SECONDS = 0.003
+
+
+def _durations(plan: Plan, seconds_per_unit: float | None) -> tuple[Callable[[Task], float], bool]:
+    """Task duration function, and whether it is in seconds (else relative units)."""
+    absolute = program_estimates(plan)
+    if plan.tasks and all(absolute(task) is not None for task in plan.tasks):
+        return absolute, True
+    if seconds_per_unit:
+        return (lambda task: task.cost * seconds_per_unit), True
+    return (lambda task: task.cost), False
+
+
+def _fmt(value: float, seconds: bool) -> str:
+    if not seconds:
+        return f"{value:.3g} units"
+    if value >= 3600:
+        return f"{value / 3600:.2f} h"
+    if value >= 60:
+        return f"{value / 60:.1f} min"
+    return f"{value:.3g} s"
+
+
+def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
+             policy: SchedulePolicy = DEFAULT_POLICY, latency: float = 50e-6,
+             master_seconds: float = 20e-6,
+             per_task_overhead: float = TASK_OVERHEAD_SECONDS) -> tuple[str, dict[str, SimulationResult]]:
+    """The plan report text, and the simulations behind it (with and without the level barrier)."""
+    duration, in_seconds = _durations(plan, seconds_per_unit)
+    if per_task_overhead and in_seconds:
+        base = duration
+        duration = lambda task: base(task) + per_task_overhead  # noqa: E731
+    workers = max(1, ranks - 1)
+    by_level = plan.by_level()
+    mcs = plan.model_chemistries
+    lines = [f"{len(plan.tasks)} QC tasks in {len(by_level)} levels; predicted for {ranks} ranks "
+             f"({workers} workers; rank 0 is the master)", ""]
+    lines.append(f"  {'level':>5}  {'model chemistry':<28} {'tasks':>9} {'expected cost':>16}")
+    for level, tasks in by_level.items():
+        for mc_index, mc in enumerate(mcs):
+            mine = [t for t in tasks if t.mc_index == mc_index]
+            if mine:
+                cost = sum(duration(t) for t in mine)
+                lines.append(f"  {level:>5}  {mc:<28} {len(mine):>9} {_fmt(cost, in_seconds):>16}")
+    total = sum(duration(t) for t in plan.tasks)
+    lines.append(f"  {'all':>5}  {'':<28} {len(plan.tasks):>9} {_fmt(total, in_seconds):>16}")
+    lines.append("")
+    results = {}
+    for name, variant in (("level barrier", policy), ("no level barrier", SchedulePolicy(
+            prefetch=policy.prefetch, level_barrier=False, batch_seconds=policy.batch_seconds))):
+        started = time.perf_counter()
+        result = simulate(by_level, workers, duration, variant, latency=latency if in_seconds else 0.0,
+                          master_seconds=master_seconds if in_seconds else 0.0)
+        results[name] = result
+        lines.append(
+            f"  {name + ':':<18} wall {_fmt(result.makespan, in_seconds)}, efficiency {result.efficiency:.1%} "
+            f"(lower bound {_fmt(result.bound_barrier if variant.level_barrier else result.bound_global, in_seconds)}"
+            f"; simulated in {time.perf_counter() - started:.1f} s)")
+    if not in_seconds:
+        lines.append("  (costs in relative units: give --seconds-per-unit to predict wall times)")
+    return "\n".join(lines), results
+
+
+def main(argv: list[str]) -> int:
+    from .errors import EXIT_INPUT_ERROR, InputError
+    from .inputs import load_input
+
+    parser = argparse.ArgumentParser(prog="python -m mbe_mpi plan",
+                                     description="Count the QC tasks of INPUT and predict the wall time on P ranks "
+                                     "(a dry run: no QC is run).")
+    parser.add_argument("input", metavar="INPUT")
+    parser.add_argument("--ranks", type=int, default=None, metavar="P",
+                        help="MPI ranks (P-1 workers); default: usable cores + 1")
+    parser.add_argument("--seconds-per-unit", type=float, metavar="S",
+                        help="seconds per unit of the plan's relative cost estimate (calibrate from a small run)")
+    args = parser.parse_args(argv)
+    try:
+        mbi, options = load_input(args.input)
+        if args.ranks is not None and args.ranks < 2:
+            raise InputError(f"--ranks must be at least 2 (a master and a worker), got {args.ranks}")
+    except InputError as exc:
+        print(f"mbe_mpi: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    from .options import usable_cores
+
+    ranks = args.ranks or (options.n_workers or usable_cores()) + 1
+    policy = policy_from_options(options)
+    text, _ = forecast(build_plan(mbi), ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
+    print(f"Plan for {args.input}: " + text)
+    return 0

@@ -1,0 +1,77 @@
+"""The simulator: the real scheduler on a virtual clock; bounds; and the cost model it learns with."""
+
+from __future__ import annotations
+
+import random
+
+from mbe_mpi.costs import CostModel, program_estimates
+from mbe_mpi.master import FIFO_POLICY, SchedulePolicy
+from mbe_mpi.plan import Task, build_plan
+from mbe_mpi.simulate import lower_bounds, simulate
+
+from ..conftest import cluster_molecule, manybody_input
+
+
+def _levels(rng, counts=(300, 400, 200)):
+    by_level, index = {}, 0
+    for level, count in enumerate(counts, start=1):
+        for _ in range(count):
+            real = tuple(range(1, level + 1))
+            by_level.setdefault(level, []).append(Task(index, 0, real, real, rng.lognormvariate(0, 1) * level ** 2))
+            index += 1
+    return by_level
+
+
+def test_simulated_schedule_respects_bounds_and_beats_fifo():
+    by_level = _levels(random.Random(4))
+    duration = lambda t: 0.01 * t.cost  # noqa: E731
+    barrier = simulate(by_level, 8, duration, SchedulePolicy())
+    free = simulate(by_level, 8, duration, SchedulePolicy(level_barrier=False))
+    fifo = simulate(by_level, 8, duration, FIFO_POLICY)
+    bound_barrier, bound_global = lower_bounds(by_level, duration, 8)
+    assert barrier.makespan >= bound_barrier * 0.999 and free.makespan >= bound_global * 0.999
+    assert barrier.makespan <= 1.05 * bound_barrier
+    assert free.makespan <= barrier.makespan
+    assert barrier.makespan < fifo.makespan
+    total = sum(duration(t) for ts in by_level.values() for t in ts)
+    assert abs(barrier.task_time - total) < 1e-6 * total
+    assert 0.9 < barrier.efficiency <= 1.0
+
+
+def test_one_worker_makespan_is_the_sum_of_the_work():
+    by_level = _levels(random.Random(1), counts=(5, 7))
+    duration = lambda t: t.cost  # noqa: E731
+    result = simulate(by_level, 1, duration, latency=0.0, master_seconds=0.0, result_seconds=0.0)
+    assert abs(result.makespan - sum(t.cost for ts in by_level.values() for t in ts)) < 1e-9
+
+
+def test_a_slow_master_shows_as_lost_efficiency():
+    by_level = {1: [Task(i, 0, (1,), (1,), 1.0) for i in range(2000)]}
+    fast = simulate(by_level, 16, lambda t: 1e-3, SchedulePolicy(batch_seconds=0.0), master_seconds=1e-6)
+    slow = simulate(by_level, 16, lambda t: 1e-3, SchedulePolicy(batch_seconds=0.0), master_seconds=2e-4)
+    assert slow.makespan > 2 * fast.makespan  # 2,000 x 2 messages x 0.2 ms: the master is the bottleneck
+    batched = simulate(by_level, 16, lambda t: 1e-3, SchedulePolicy(batch_seconds=0.005), master_seconds=2e-4)
+    assert batched.makespan < slow.makespan / 2  # batching takes the load off the master
+
+
+def test_cost_model_learns_seconds_per_shape_and_falls_back_sensibly():
+    model = CostModel()
+    a = Task(0, 0, (1,), (1,), cost=10.0)
+    b = Task(1, 0, (2,), (2,), cost=10.0)
+    ghosted = Task(2, 0, (1,), (1, 2), cost=80.0)
+    other_mc = Task(3, 1, (1,), (1,), cost=10.0)
+    assert model.seconds(a) is None
+    model.observe(a, 2.0)
+    assert model.seconds(b) == 2.0  # same shape (mc, 1 real, 1 basis)
+    assert model.seconds(ghosted) == 16.0  # by the model chemistry's seconds per prior unit
+    assert model.seconds(other_mc) == 2.0  # another model chemistry: the overall rate
+    assert model.sort_key(ghosted) < model.sort_key(a)  # larger expected cost sorts first
+
+
+def test_synthetic_program_states_its_cost():
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"seconds": 0.5, "exponent": 2.0}}
+    plan = build_plan(manybody_input(cluster_molecule(3), bsse=["cp"], specification=spec))
+    estimate = program_estimates(plan)
+    for task in plan.tasks:
+        assert estimate(task) == 0.5 * (3 * len(task.basis)) ** 2
