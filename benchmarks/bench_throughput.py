@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,7 +62,9 @@ _SHARED = REPO.parent / "shared" / "data" / "water32.xyz"
 WATER32 = _SHARED if _SHARED.exists() else REPO / "tests" / "data" / "water32.xyz"
 ANGSTROM_TO_BOHR = 1.0 / 0.52917721067
 MEMORY_GIB = 1.0  # memory per task given to QCEngine, the same for every variant
-VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "sequential", "overhead")
+VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "mbe-mpi-noresort", "mbe-local-noresort",
+            "sequential", "overhead")
+NEVER = 10**9  # the diagnostic variants' re-sort interval: never
 
 
 # --------------------------------------------------------------------------------------------------
@@ -462,11 +465,11 @@ def command_for(variant: str, args: argparse.Namespace, out: str) -> list[str]:
               "--sanity-waters", str(args.sanity_waters), "--out", out]
     mpiexec = [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1)]
     py = sys.executable
-    extra = [*(["--profile"] if args.profile else []),
-             *(["--resort-every", str(args.resort_every)] if args.resort_every is not None else [])]
-    if variant == "mbe-mpi":
+    resort = NEVER if variant.endswith("-noresort") else args.resort_every
+    extra = [*(["--profile"] if args.profile else []), *(["--resort-every", str(resort)] if resort is not None else [])]
+    if variant.startswith("mbe-mpi"):
         return [*mpiexec, py, script, "--run", "mbe_mpi", *common, *extra]
-    if variant == "mbe-local":
+    if variant.startswith("mbe-local"):
         return [py, script, "--run", "mbe_mpi", "--n-workers", str(args.n_workers), *common, *extra]
     if variant == "futures":
         return [*mpiexec, py, "-m", "mpi4py.futures", script, "--run", "futures", "--chunksize",
@@ -489,15 +492,30 @@ def launch(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         out = str(Path(tmp) / "out.json")
         command = command_for(variant, args, out)
         load = os.getloadavg()
-        t0 = time.perf_counter()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        busy0, ours0 = machine_cpu_seconds(), children_cpu_seconds()
+        t0 = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=args.timeout)
         process_wall = time.perf_counter() - t0
+        machine_cpu, our_cpu = machine_cpu_seconds() - busy0, children_cpu_seconds() - ours0
         if proc.returncode != 0:
             raise RuntimeError(f"{variant} failed ({proc.returncode}):\n{' '.join(command)}\n{proc.stderr[-4000:]}")
         data = json.loads(Path(out).read_text())
-    data.update(variant=variant, process_wall=process_wall, load_before=load, command=_display(command))
+    data.update(variant=variant, process_wall=process_wall, load_before=load, command=_display(command),
+                machine_cpu=machine_cpu, our_cpu=our_cpu)
     return data
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (all processes, from /proc/stat; steal excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (and theirs): our own benchmark processes."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _display(command: list[str]) -> str:
@@ -528,6 +546,8 @@ LABELS = {
     "futures-1": "mpi4py.futures MPIPoolExecutor, 2 workers, chunksize 1",
     "pool": "multiprocessing.Pool(2) spawn, imap_unordered chunksize {c}",
     "sequential": "QCManyBody ManyBodyComputer, sequential (1 process)",
+    "mbe-mpi-noresort": "diagnostic: mbe_mpi MPI, scheduler never re-sorts pending (monkeypatched)",
+    "mbe-local-noresort": "diagnostic: mbe_mpi local, scheduler never re-sorts pending (monkeypatched)",
 }
 
 
@@ -589,7 +609,8 @@ def drive(args: argparse.Namespace) -> None:
             runs.append(run)
             print(f"[{repeat + 1}/{args.repeats}] {variant:10s} tasks {run['tasks']} steady {run['steady_wall']:.2f} s "
                   f"in-run {run['in_run_wall']:.2f} s process {run['process_wall']:.2f} s; master CPU steady "
-                  f"{run['master_cpu_steady']:.2f} s; load before {run['load_before'][0]:.2f}", flush=True)
+                  f"{run['master_cpu_steady']:.2f} s; load before {run['load_before'][0]:.2f}; machine CPU "
+                  f"{run['machine_cpu']:.0f} s, ours {run['our_cpu']:.0f} s", flush=True)
             if run.get("profile"):
                 print(run["profile"])
     for variant in once:
@@ -607,7 +628,8 @@ def drive(args: argparse.Namespace) -> None:
             print(run["profile_qcengine_compute"])
         else:
             print(f"[once] {variant:10s} tasks {run['tasks']} wall {run['in_run_wall']:.2f} s process "
-                  f"{run['process_wall']:.2f} s; load before {run['load_before'][0]:.2f}", flush=True)
+                  f"{run['process_wall']:.2f} s; load before {run['load_before'][0]:.2f}; machine CPU "
+                  f"{run['machine_cpu']:.0f} s, ours {run['our_cpu']:.0f} s", flush=True)
     print(f"\n# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"# {args.bsse} {args.max_nbody}-body expansion of {args.waters} waters; median (range) of "
           f"{args.repeats} runs\n")
@@ -617,7 +639,7 @@ def drive(args: argparse.Namespace) -> None:
         match = next((r for r in runs if r["variant"] == variant), None)
         if match:
             print(f"  {variant:10s} {match['command']}")
-    mbe_levels = [r for r in runs if r["variant"] in ("mbe-mpi", "mbe-local")]
+    mbe_levels = [r for r in runs if r["variant"].startswith("mbe-")]
     for r in mbe_levels:
         levels = ", ".join(f"{k}-body {v['tasks']} tasks {v['wall_time']:.2f} s util {v['utilisation']:.0%}"
                            for k, v in r["levels"].items())

@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
             raise argparse.ArgumentTypeError(MATPLOTLIB_MISSING)
         return value
 
+    schedule = parser.add_argument_group("scheduling and scratch")
+    schedule.add_argument("--no-level-barrier", dest="level_barrier", action="store_false", default=None,
+                          help="let the next n-body level start on workers idle at the barrier")
+    schedule.add_argument("--prefetch", type=int, metavar="N", help="TASK messages a worker holds (default 2)")
+    schedule.add_argument("--scratch-dir", metavar="DIR",
+                          help="each task runs in its own folder under DIR (node-local disk on clusters)")
+    schedule.add_argument("--keep-scratch", action="store_true", default=None,
+                          help="keep the tasks' scratch folders")
     report = parser.add_argument_group("timing report")
     report.add_argument("--report", metavar="REPORT.json",
                         help="write where the time went (per n-body level: wall time, tasks, mean/max task time, "
@@ -142,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 checkpoint=False if args.no_checkpoint else args.checkpoint,
                 cache_dir=args.cache_dir,
                 fresh=args.fresh,
+                level_barrier=args.level_barrier,
+                prefetch=args.prefetch,
+                scratch_dir=args.scratch_dir,
+                keep_scratch=args.keep_scratch,
             )
             if options.checkpoint in (None, True):  # the default place: beside the output
                 options = options.merged(checkpoint=str(checkpoint_path(output)))

@@ -176,8 +176,8 @@ class Journal:
         self.hashes: list[str] = task_hashes(plan) if (checkpoint or cache_dir) else []
         self.from_checkpoint = 0
         self.from_cache = 0
-        checkpoint = os.path.expanduser(checkpoint) if checkpoint else None
-        cache_dir = os.path.expanduser(cache_dir) if cache_dir else None
+        checkpoint = os.path.expanduser(os.path.expandvars(checkpoint)) if checkpoint else None
+        cache_dir = os.path.expanduser(os.path.expandvars(cache_dir)) if cache_dir else None
         if checkpoint:
             if fresh:
                 remove_store(checkpoint)

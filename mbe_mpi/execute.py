@@ -65,7 +65,7 @@ class WorkerContext:
         # not inside the first task's timing.
         qcengine.config.get_config(task_config=task_config)
         if scratch_dir:
-            scratch_dir = os.path.expanduser(scratch_dir)
+            scratch_dir = os.path.expanduser(os.path.expandvars(scratch_dir))
             os.makedirs(scratch_dir, exist_ok=True)
         return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank,
                    scratch_dir, keep_scratch)
