@@ -17,9 +17,15 @@ with ``task_config={"ncores": 1, "memory": M, "retries": 0}``. Variants (each ru
   (a static pool of 2 worker ranks: the portable way with MPICH), ``executor.map(..., unordered=True)``;
 * ``pool``: ``python bench_throughput.py --run pool --chunksize C``, ``multiprocessing.Pool(2)`` (spawn),
   ``imap_unordered``;
+* ``mbe-mpi-batch``, ``mbe-local-batch``: as ``mbe-mpi``/``mbe-local`` with the execution option
+  ``batch_seconds=0.05`` (default 0.005): tasks measured below 50 ms travel several per TASK message;
+* ``mbe-mpi-diag`` (diagnostic): ``mbe-mpi-batch`` plus two changes monkeypatched into every rank (nothing in
+  ``mbe_mpi/`` is edited): one scratch folder per worker instead of one per task, and a polling back-off that
+  starts at 100 µs instead of 1 µs;
 * ``sequential``: QCManyBody's ``ManyBodyComputer.from_manybodyinput`` in one process (the reference);
 * ``overhead``: in one process, what a task costs piece by piece (molecule, AtomicInput, ``qcengine.compute``
-  and its TaskConfig), and a cProfile of ``qcengine.compute``.
+  and its TaskConfig, mbe_mpi's ``execute.run_task`` and its scratch folder), mbe_mpi's worker loop
+  (``worker.serve``) fed without a transport, the scheduler alone, and a cProfile of ``qcengine.compute``.
 
 Usage (from the repository root)::
 
@@ -62,9 +68,10 @@ _SHARED = REPO.parent / "shared" / "data" / "water32.xyz"
 WATER32 = _SHARED if _SHARED.exists() else REPO / "tests" / "data" / "water32.xyz"
 ANGSTROM_TO_BOHR = 1.0 / 0.52917721067
 MEMORY_GIB = 1.0  # memory per task given to QCEngine, the same for every variant
-VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "mbe-mpi-noresort", "mbe-local-noresort",
+VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "mbe-mpi-batch", "mbe-local-batch", "mbe-mpi-diag",
             "sequential", "overhead")
-NEVER = 10**9  # the diagnostic variants' re-sort interval: never
+BATCH_SECONDS = 0.05  # the -batch variants' execution option batch_seconds (mbe_mpi's default: 0.005)
+DIAG_MIN_POLL = 1e-4  # the -diag variant's shortest back-off sleep (mbe_mpi's Backoff default: 1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,25 +200,23 @@ def variant_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
         from mpi4py import MPI
 
         rank = MPI.COMM_WORLD.Get_rank()
-    if args.resort_every is not None:
-        # Diagnostic only (in this process, nothing in mbe_mpi/ is changed): how often the scheduler
-        # re-sorts its pending tasks by the learnt cost (default: every 32 completed tasks).
-        from mbe_mpi.master import Scheduler
-
-        Scheduler.__init__.__kwdefaults__["resort_every"] = args.resort_every
+    apply_diagnostic_patches(args)
+    options: dict[str, Any] = {"memory_per_task": MEMORY_GIB}
+    if args.batch_seconds is not None:
+        options["batch_seconds"] = args.batch_seconds  # an ordinary execution option
     mbi = make_input(args.waters, args.bsse, args.max_nbody)
     profiler = cProfile.Profile() if (args.profile and rank == 0) else None
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    result = mbe_mpi.compute(mbi, n_workers=args.n_workers, memory_per_task=MEMORY_GIB)
+    result = mbe_mpi.compute(mbi, n_workers=args.n_workers, **options)
     if profiler is not None:
         profiler.disable()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     # sanity, same transport, after the timed run (which thus starts cold): a small expansion of the same
     # kind equals QCManyBody's sequential result
     small = make_input(args.sanity_waters, args.bsse, args.max_nbody)
-    small_result = mbe_mpi.compute(small, n_workers=args.n_workers, memory_per_task=MEMORY_GIB)
+    small_result = mbe_mpi.compute(small, n_workers=args.n_workers, **options)
     if rank != 0:
         return None
     reference = ManyBodyComputer.from_manybodyinput(small)
@@ -235,6 +240,37 @@ def variant_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
     if profiler is not None:
         out["profile"] = profile_text(profiler, args.profile_lines)
     return out
+
+
+def apply_diagnostic_patches(args: argparse.Namespace) -> None:
+    """Diagnostics only, in this process (and so, under mpiexec, on every rank; not in the local transport's
+    spawned workers): what two changes to mbe_mpi would buy. Nothing in mbe_mpi/ is edited.
+
+    ``--diag-no-scratch``: one scratch folder per worker process instead of a fresh one per task
+    (``execute.task_scratch`` creates, enters and removes a folder for every task).
+    ``--diag-min-poll S``: the polling back-off of the master and the workers starts at S seconds instead of
+    1 µs (on this VM any sleep takes >= ~70 µs, so the first steps 1, 2, 4, ... 32 µs are all wake-ups).
+    """
+    if args.diag_no_scratch:
+        import contextlib
+
+        import mbe_mpi.execute
+
+        folder = tempfile.mkdtemp(prefix="bench_throughput_scratch_")
+
+        @contextlib.contextmanager
+        def one_folder(ctx, task):
+            yield folder
+
+        mbe_mpi.execute.task_scratch = one_folder
+    if args.diag_min_poll is not None:
+        import functools
+
+        import mbe_mpi.master
+        import mbe_mpi.worker
+        from mbe_mpi.backoff import Backoff
+
+        mbe_mpi.master.Backoff = mbe_mpi.worker.Backoff = functools.partial(Backoff, minimum=args.diag_min_poll)
 
 
 def _timed_map(mapper, labels: list, n_workers: int, submit_probe) -> dict[str, Any]:
@@ -371,29 +407,94 @@ def variant_overhead(args: argparse.Namespace) -> dict[str, Any]:
             lambda lab: run_task(worker_ctx, TaskSpec(0, lab[0], lab[1], lab[2]))),
         "  of which per-task scratch folder (mkdtemp, chdir, rmtree)": per_task(lambda lab: _scratch_cycle()),
     }
-    scheduler_cost = {
-        f"{1e3 * seconds:.0f} ms tasks, re-sort every {'32 (default)' if every == 32 else 'never'}":
-            scheduler_cpu_per_task(mbi, seconds, every)
-        for seconds in (0.002, 0.006) for every in (32, 10**9)
-    }
+    worker_loop = {}
+    for _ in range(3):  # interleaved with the plain loops: the machine is shared
+        for name, fn in (("plain loop of run_label (baseline task)", lambda: _loop_cost(run_label, sample)),
+                         ("plain loop of execute.run_task", lambda: _loop_cost(
+                             lambda lab: run_task(worker_ctx, TaskSpec(0, lab[0], lab[1], lab[2])), sample)),
+                         ("worker.serve, 1 task per TASK message", lambda: worker_cpu_per_task(mbi, sample, 1)),
+                         ("worker.serve, 10 tasks per TASK message", lambda: worker_cpu_per_task(mbi, sample, 10))):
+            worker_loop.setdefault(name, []).append(fn())
+    worker_loop = {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+                   for name, v in worker_loop.items()}
+    scheduler_cost = {f"{1e3 * seconds:.0f} ms tasks ({'batched' if seconds < 0.005 else 'one per message'})":
+                      scheduler_cpu_per_task(mbi, seconds) for seconds in (0.002, 0.006)}
     profiler = cProfile.Profile()
     profiler.enable()
     for inp in inputs:
         qcengine.compute(inp, program, raise_error=True, task_config=task_config)
     profiler.disable()
     return {"tasks": len(sample), "per_task_seconds": pieces, "scheduler_cpu_per_task": scheduler_cost,
-            "plan_label_seconds": _per_item(build_plan_tasks(mbi), lambda pt: pt[0].label(pt[1])),
+            "worker_loop": worker_loop,
             "profile_qcengine_compute": profile_text(profiler, args.profile_lines)}
 
 
-def build_plan_tasks(mbi) -> list:
-    from mbe_mpi.plan import build_plan
+class _FeedingEndpoint:
+    """A worker endpoint without a transport: hands out TASK messages (at most ``prefetch`` unanswered), as a
+    master that answers at once would, then SHUTDOWN; counts the results. For ``worker_cpu_per_task``."""
 
-    plan = build_plan(mbi)
-    return [(plan, task) for task in plan.tasks[:: max(1, len(plan.tasks) // 2000)]]
+    rank = 1
+
+    def __init__(self, labels: list, per_message: int, prefetch: int = 2):
+        from mbe_mpi.protocol import TaskMessage, TaskSpec, encode
+
+        specs = [TaskSpec(i, *label) for i, label in enumerate(labels)]
+        self.messages = [encode(TaskMessage(tuple(specs[i : i + per_message])))
+                         for i in range(0, len(specs), per_message)]
+        self.sizes = [min(per_message, len(specs) - i) for i in range(0, len(specs), per_message)]
+        self.total, self.sent, self.results, self.prefetch = len(specs), 0, 0, prefetch
+
+    def poll(self) -> bytes | None:
+        from mbe_mpi.protocol import ShutdownMessage, encode
+
+        answered_messages = 0
+        count = 0
+        for size in self.sizes[: self.sent]:  # messages whose results are all in
+            count += size
+            if count > self.results:
+                break
+            answered_messages += 1
+        if self.sent < len(self.messages) and self.sent - answered_messages < self.prefetch:
+            self.sent += 1
+            return self.messages[self.sent - 1]
+        if self.results == self.total:
+            return encode(ShutdownMessage())
+        return None
+
+    def send(self, data: bytes) -> None:
+        from mbe_mpi.protocol import ResultBatch, ResultMessage, decode
+
+        message = decode(data)
+        if isinstance(message, ResultBatch):
+            self.results += len(message.results)
+        elif isinstance(message, ResultMessage):
+            self.results += 1
 
 
-def scheduler_cpu_per_task(mbi, task_seconds: float, resort_every: int) -> float:
+def worker_cpu_per_task(mbi, labels: list, per_message: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per task of mbe_mpi's worker loop (``worker.serve``: QC thread, polling, result
+    flushing) around ``execute.run_task``, in this process, fed by an endpoint that answers at once."""
+    import inspect
+
+    from mbe_mpi import worker
+    from mbe_mpi.execute import WorkerContext
+
+    endpoint = _FeedingEndpoint(labels, per_message)
+
+    def make_context() -> WorkerContext:
+        return WorkerContext.build(mbi, rank=1, threads=1, memory_gib=MEMORY_GIB)
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if list(inspect.signature(worker.serve).parameters)[1] == "make_context":
+        worker.serve(endpoint, make_context)
+    else:  # newer mbe_mpi: serve(endpoint, qc) with the QC thread built by thread_executor
+        worker.serve(endpoint, worker.thread_executor(1, make_context))
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    assert endpoint.results == len(labels)
+    return wall / len(labels), cpu / len(labels)
+
+
+def scheduler_cpu_per_task(mbi, task_seconds: float) -> float:
     """CPU per task of mbe_mpi's Scheduler alone (no transport, no QC) for the whole plan and 2 workers.
 
     Each worker's oldest TASK message completes at once, every task reporting ``task_seconds`` (which
@@ -407,7 +508,6 @@ def scheduler_cpu_per_task(mbi, task_seconds: float, resort_every: int) -> float
 
     plan = build_plan(mbi)
     scheduler = SchedulePolicy().scheduler(plan.by_level(), CostModel(program_estimates(plan)))
-    scheduler.resort_every = resort_every
     workers = (1, 2)
     held: dict[int, collections.deque] = {w: collections.deque() for w in workers}
     for worker in workers:
@@ -424,6 +524,13 @@ def scheduler_cpu_per_task(mbi, task_seconds: float, resort_every: int) -> float
                 for task in held[worker].popleft():
                     scheduler.task_done(worker, task.index, task_seconds)
     return (time.process_time() - cpu0) / len(plan.tasks)
+
+
+def _loop_cost(fn, items: list) -> tuple[float, float]:
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - wall0) / len(items), (time.process_time() - cpu0) / len(items)
 
 
 def _per_item(items: list, fn) -> float:
@@ -465,8 +572,11 @@ def command_for(variant: str, args: argparse.Namespace, out: str) -> list[str]:
               "--sanity-waters", str(args.sanity_waters), "--out", out]
     mpiexec = [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1)]
     py = sys.executable
-    resort = NEVER if variant.endswith("-noresort") else args.resort_every
-    extra = [*(["--profile"] if args.profile else []), *(["--resort-every", str(resort)] if resort is not None else [])]
+    extra = ["--profile"] if args.profile else []
+    if variant.endswith(("-batch", "-diag")):
+        extra += ["--batch-seconds", str(BATCH_SECONDS)]
+    if variant.endswith("-diag"):
+        extra += ["--diag-no-scratch", "--diag-min-poll", str(DIAG_MIN_POLL)]
     if variant.startswith("mbe-mpi"):
         return [*mpiexec, py, script, "--run", "mbe_mpi", *common, *extra]
     if variant.startswith("mbe-local"):
@@ -528,7 +638,7 @@ def _display(command: list[str]) -> str:
         elif part.endswith("/mpiexec"):
             part = "mpiexec"
         shown.append(part)
-    return " ".join(p for p in shown if not p.startswith("/tmp/"))
+    return " ".join(p for p in shown if p != "--out" and not p.endswith("out.json"))
 
 
 def med_range(values: list[float], fmt: str = "{:.0f}") -> str:
@@ -546,8 +656,10 @@ LABELS = {
     "futures-1": "mpi4py.futures MPIPoolExecutor, 2 workers, chunksize 1",
     "pool": "multiprocessing.Pool(2) spawn, imap_unordered chunksize {c}",
     "sequential": "QCManyBody ManyBodyComputer, sequential (1 process)",
-    "mbe-mpi-noresort": "diagnostic: mbe_mpi MPI, scheduler never re-sorts pending (monkeypatched)",
-    "mbe-local-noresort": "diagnostic: mbe_mpi local, scheduler never re-sorts pending (monkeypatched)",
+    "mbe-mpi-batch": f"mbe_mpi, MPI, option batch_seconds={BATCH_SECONDS}",
+    "mbe-local-batch": f"mbe_mpi, local, option batch_seconds={BATCH_SECONDS}",
+    "mbe-mpi-diag": f"diagnostic: mbe_mpi MPI, batch_seconds={BATCH_SECONDS} + one scratch folder per worker + "
+                    f"back-off from {1e6 * DIAG_MIN_POLL:.0f} µs (monkeypatched)",
 }
 
 
@@ -620,8 +732,9 @@ def drive(args: argparse.Namespace) -> None:
             print(f"\n## Per-task cost in one process ({run['tasks']} labels spread over the set, median of 3 passes)")
             for name, seconds in run["per_task_seconds"].items():
                 print(f"  {name:62s} {1e3 * seconds:7.3f} ms")
-            print(f"  {'Plan.label (as runner.on_result logs it, even without -v)':62s} "
-                  f"{1e3 * run['plan_label_seconds']:7.3f} ms")
+            print("  one worker process, per task (wall / CPU; median of 3 interleaved passes):")
+            for name, (wall, cpu) in run["worker_loop"].items():
+                print(f"    {name:60s} {1e3 * wall:7.3f} ms / {1e3 * cpu:7.3f} ms")
             print("  mbe_mpi Scheduler alone, CPU per task (whole plan, 2 workers, no transport):")
             for name, seconds in run["scheduler_cpu_per_task"].items():
                 print(f"    {name:60s} {1e6 * seconds:7.1f} µs")
@@ -662,8 +775,11 @@ def main() -> None:
     parser.add_argument("--overhead-tasks", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="cProfile rank 0 / the parent during mbe_mpi.compute")
     parser.add_argument("--profile-lines", type=int, default=30)
-    parser.add_argument("--resort-every", type=int, help="diagnostic: monkeypatch the scheduler's re-sort interval "
-                        "(mbe_mpi variants; e.g. 1000000000 = never re-sort)")
+    parser.add_argument("--batch-seconds", type=float, help="mbe_mpi execution option batch_seconds (--run mbe_mpi)")
+    parser.add_argument("--diag-no-scratch", action="store_true", help="diagnostic (--run mbe_mpi): one scratch "
+                        "folder per worker instead of one per task (monkeypatched)")
+    parser.add_argument("--diag-min-poll", type=float, help="diagnostic (--run mbe_mpi): shortest back-off sleep "
+                        "of master and workers (monkeypatched)")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", help="also write every run's figures to this JSON file")
     parser.add_argument("--out", help=argparse.SUPPRESS)

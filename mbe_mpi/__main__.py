@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--no-level-barrier", dest="level_barrier", action="store_false", default=None,
                           help="let the next n-body level start on workers idle at the barrier")
     schedule.add_argument("--prefetch", type=int, metavar="N", help="TASK messages a worker holds (default 2)")
+    schedule.add_argument("--task-timeout", type=float, metavar="SECONDS",
+                          help="kill a QC task that runs longer and report it as failed")
     schedule.add_argument("--scratch-dir", metavar="DIR",
                           help="each task runs in its own folder under DIR (node-local disk on clusters)")
     schedule.add_argument("--keep-scratch", action="store_true", default=None,
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                 fresh=args.fresh,
                 level_barrier=args.level_barrier,
                 prefetch=args.prefetch,
+                task_timeout=args.task_timeout,
                 scratch_dir=args.scratch_dir,
                 keep_scratch=args.keep_scratch,
             )

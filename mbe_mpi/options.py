@@ -41,7 +41,9 @@ class ExecutionOptions:
     next level fill workers that would idle at the barrier. ``batch_seconds``: tasks measured to take
     less than this travel several per message (0 disables batching). ``order``: ``cost`` (largest
     expected cost first, with prefetch and stealing) or ``fifo`` (plan order, one task per worker,
-    no stealing: the naive baseline, for comparisons).
+    no stealing: the naive baseline, for comparisons). ``isolate_tasks``: run the QC program in a
+    supervised child process of each worker (default), so a crash, a hang past ``task_timeout``
+    (seconds) or a memory blow-up past ``memory_per_task`` fails the task, not the worker.
     """
 
     n_workers: int | None = None
@@ -58,6 +60,8 @@ class ExecutionOptions:
     level_barrier: bool = True
     batch_seconds: float = 0.005
     order: str = "cost"
+    isolate_tasks: bool = True
+    task_timeout: float | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -96,7 +100,12 @@ class ExecutionOptions:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
                 raise InputError(f"{where}.batch_seconds must be a number of seconds (0 disables), got {seconds!r}")
             kwargs["batch_seconds"] = float(seconds)
-        for flag in ("fresh", "keep_scratch", "level_barrier"):
+        if values.get("task_timeout") is not None:
+            timeout = values["task_timeout"]
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+                raise InputError(f"{where}.task_timeout must be a positive number of seconds, got {timeout!r}")
+            kwargs["task_timeout"] = float(timeout)
+        for flag in ("fresh", "keep_scratch", "level_barrier", "isolate_tasks"):
             if values.get(flag) is not None:
                 if not isinstance(values[flag], bool):
                     raise InputError(f"{where}.{flag} must be true or false, got {values[flag]!r}")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
+from qcmanybody.utils import labeler
 
 from .assemble import assemble
 from .checkpoint import Journal
@@ -33,8 +34,9 @@ from .plan import Plan, Task, build_plan
 from .progress import Progress
 from .protocol import ResultMessage
 from .report import TaskTiming, timing_report
+from .supervise import QCChild
 from .transports import MasterTransport, WorkerEndpoint
-from .worker import serve
+from .worker import serve, thread_executor
 
 logger = logging.getLogger(__name__)
 
@@ -202,19 +204,33 @@ def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
             signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=init.get("log_level", logging.WARNING),
                         format=f"mbe_mpi[worker {endpoint.rank}] %(levelname)s: %(message)s")
+    if init["isolate_tasks"]:
+        names = init["model_chemistries"]
+        qc = QCChild(endpoint.rank, init, task_timeout=init["task_timeout"],
+                     labels=lambda task: labeler(names[task.mc_index], task.real, task.basis),
+                     first_start=init.get("child_start", "spawn"))
+    else:
+        qc = thread_executor(endpoint.rank, lambda: build_worker_context(endpoint.rank, init))
+    serve(endpoint, qc)
 
-    def make_context() -> WorkerContext:
-        import_plugins(init["plugins"])
-        mbi = ManyBodyInput.model_validate_json(init["input_json"])
-        return WorkerContext.build(mbi, rank=endpoint.rank, threads=init["threads"], memory_gib=init["memory_gib"],
-                                   scratch_dir=init["scratch_dir"], keep_scratch=init["keep_scratch"])
 
-    serve(endpoint, make_context)
+def build_worker_context(rank: int, init: dict[str, Any]) -> WorkerContext:
+    """What a process that runs QC tasks needs: plugins imported, the input, QCEngine configured."""
+    import_plugins(init["plugins"])
+    mbi = ManyBodyInput.model_validate_json(init["input_json"])
+    return WorkerContext.build(mbi, rank=rank, threads=init["threads"], memory_gib=init["memory_gib"],
+                               scratch_dir=init["scratch_dir"], keep_scratch=init["keep_scratch"])
 
 
-def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float) -> dict[str, Any]:
+def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float,
+                 model_chemistries: tuple[str, ...]) -> dict[str, Any]:
     return {
         "input_json": input_json,
+        "model_chemistries": list(model_chemistries),
+        "isolate_tasks": options.isolate_tasks,
+        "task_timeout": options.task_timeout,
+        # enforced only when asked for explicitly; the default share is a budget, not a limit
+        "memory_limit_gib": options.memory_per_task,
         "plugins": list(options.plugins),
         "threads": options.threads_per_task,
         "memory_gib": memory_gib,
@@ -243,7 +259,7 @@ def _run_local(prepare: Prepare, progress: bool = False) -> Outcome:
     logger.info("running %d QC tasks on %d local worker processes", len(setup.todo), n_workers)
     from .transports.local import LocalMasterTransport
 
-    init = _worker_init(setup.input_json, options, memory)
+    init = {**_worker_init(setup.input_json, options, memory, setup.plan.model_chemistries), "child_start": "fork"}
     transport = LocalMasterTransport(n_workers, init, options.threads_per_task)
     return _run_master_and_assemble(transport, setup, "local", started, progress)
 
@@ -277,7 +293,7 @@ def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
     if rank == 0:
         try:
             setup = MasterSetup.prepare(prepare)
-            announcement: tuple = ("ok", setup.input_json, setup.options.to_dict())
+            announcement: tuple = ("ok", setup.input_json, setup.options.to_dict(), setup.plan.model_chemistries)
         except InputError as exc:
             announcement = ("input", str(exc))
         except Exception:
@@ -289,7 +305,7 @@ def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
         raise InputError(announcement[1])
     if announcement[0] == "internal":
         raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
-    _, input_json, options_dict = announcement
+    _, input_json, options_dict, model_chemistries = announcement
     options = ExecutionOptions.from_mapping({k: v for k, v in options_dict.items() if v is not None})
 
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
@@ -308,5 +324,5 @@ def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
             # Busy workers cannot be told to stop, and MPI_Finalize would wait for them: end the job.
             print(f"mbe_mpi: {exc}", file=sys.stderr, flush=True)
             comm.Abort(EXIT_STOPPED)
-    worker_startup(MPIWorkerEndpoint(comm), _worker_init(input_json, options, memory))
+    worker_startup(MPIWorkerEndpoint(comm), _worker_init(input_json, options, memory, model_chemistries))
     return None

@@ -17,6 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from .backoff import Backoff
 from .execute import WorkerContext, run_task
@@ -79,6 +80,9 @@ class QCThread:
             self._stopping = True
             self._work.notify()
 
+    def wait_started(self) -> None:
+        """Nothing to wait for: the thread runs in this process."""
+
     def _loop(self) -> None:
         while True:
             with self._work:
@@ -95,18 +99,17 @@ class QCThread:
             self.activity.set()
 
 
-def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext], *,
-          max_idle_wait: float = 5e-3) -> None:
-    """Serve tasks until SHUTDOWN.
+def thread_executor(rank: int, make_context: Callable[[], WorkerContext]) -> QCThread:
+    """QC in a thread of the worker itself (no isolation: a crash of the QC program ends the worker).
 
-    If the worker cannot even start (a plugin fails to import on this node, say), it still answers
-    every TASK -- with a structured error -- so the master reports the cause instead of waiting.
+    If the context cannot be built (a plugin fails to import on this node, say), every task still
+    gets an answer -- a structured error -- so the master reports the cause instead of waiting.
     """
     try:
         context: WorkerContext | None = make_context()
         startup_error = startup_traceback = ""
     except Exception as exc:
-        logger.exception("worker %d could not start", endpoint.rank)
+        logger.exception("worker %d could not start", rank)
         context = None
         startup_error = f"worker could not start: {type(exc).__name__}: {exc}"
         startup_traceback = traceback.format_exc()
@@ -114,13 +117,18 @@ def serve(endpoint: WorkerEndpoint, make_context: Callable[[], WorkerContext], *
     def run(task: TaskSpec) -> ResultMessage:
         if context is not None:
             return run_task(context, task)
-        error = TaskError("startup", startup_error, startup_traceback, "", endpoint.rank, task.attempt)
-        return ResultMessage(task.task_id, endpoint.rank, 0.0, error=error)
+        error = TaskError("startup", startup_error, startup_traceback, "", rank, task.attempt)
+        return ResultMessage(task.task_id, rank, 0.0, error=error)
 
-    qc = QCThread(run)
+    return QCThread(run)
+
+
+def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float = 5e-3) -> None:
+    """Serve tasks until SHUTDOWN, running them on ``qc`` (a QCThread or a supervised QCChild)."""
     unsent: list[ResultMessage] = []
     first_unsent = 0.0
     backoff = Backoff(maximum=max_idle_wait)
+    qc.wait_started()
     endpoint.send(encode(ReadyMessage(endpoint.rank)))
     try:
         while True:

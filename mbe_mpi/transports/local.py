@@ -73,7 +73,8 @@ class LocalMasterTransport:
             for worker in self.worker_ids:
                 parent_end, child_end = context.Pipe(duplex=True)
                 proc = context.Process(
-                    target=_worker_main, args=(child_end, worker, init), name=f"mbe_mpi-worker-{worker}", daemon=True
+                    target=_worker_main, args=(child_end, worker, init), name=f"mbe_mpi-worker-{worker}",
+                    daemon=False,  # a worker supervises its own QC child; close() ends it
                 )
                 proc.start()
                 child_end.close()

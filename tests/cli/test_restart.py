@@ -94,7 +94,7 @@ def test_kill_9_then_same_command_resumes_exactly(ranks, tmp_path):
 @pytest.mark.parametrize("ranks, stop_signal", [(3, signal.SIGTERM), (None, signal.SIGTERM), (None, signal.SIGUSR1)],
                          ids=["mpi-3-TERM", "local-2-TERM", "local-2-USR1"])
 def test_stop_signal_stops_cleanly_and_says_how_to_resume(ranks, stop_signal, tmp_path):
-    mbi = _synthetic_input(seconds=0.3)
+    mbi = _synthetic_input(seconds=0.15)
     case = tmp_path / "case.json"
     case.write_text(mbi.model_dump_json())
     args = [str(case), "-o", "out.json", "--n-workers", "2"]

@@ -1,0 +1,241 @@
+"""A worker's QC work in a long-lived child process: crashes one process down never take the rank.
+
+A segfault, ``os._exit``, abort, out-of-memory kill (the kernel's OOM killer picks the largest
+process: the QC child) or a hang past ``task_timeout`` in the QC program ends only the child; the
+supervisor turns it into a failed RESULT (kind ``crash``, ``timeout`` or ``memory``) and starts a
+new child for the next task. The child lives for the whole run -- never one per task: a fresh
+Python process with QCEngine costs seconds -- and ``memory_per_task`` is enforced in it with
+``RLIMIT_AS`` on top of what the process already uses after start-up.
+
+:class:`QCChild` has the interface of :class:`mbe_mpi.worker.QCThread` (a queue the supervisor
+thread takes from, results it leaves, an event it sets), so the worker loop does not care which
+one runs its tasks.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from .protocol import ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
+
+logger = logging.getLogger(__name__)
+
+#: headroom of the address-space limit over memory_per_task (QC programs treat their memory
+#: setting as a target, not a hard cap)
+MEMORY_HEADROOM = 1.25
+
+
+def _address_space() -> int:
+    """This process's virtual memory size in bytes (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: dict[str, Any]) -> None:
+    """The child: build the worker context, then run one task per message until the pipe closes."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
+        signal.signal(sig, signal.SIG_IGN)
+    from .runner import build_worker_context  # a fresh interpreter: import here
+
+    try:
+        context = build_worker_context(rank, init)
+        limit = init.get("memory_limit_gib")
+        if limit:
+            import resource
+
+            ceiling = _address_space() + int(limit * MEMORY_HEADROOM * 1024**3)
+            resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+    except Exception as exc:
+        conn.send_bytes(encode(ResultMessage(-1, rank, 0.0, error=TaskError(
+            "startup", f"worker could not start: {type(exc).__name__}: {exc}", "", "", rank, 0))))
+        return
+    from .execute import run_task
+
+    conn.send_bytes(encode(ReadyMessage(rank)))
+    while True:
+        try:
+            message = decode(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        for task in message.tasks:
+            try:
+                result = run_task(context, task)
+            except MemoryError:
+                result = ResultMessage(task.task_id, rank, 0.0, error=TaskError(
+                    "memory", "the task ran out of memory (memory_per_task)", "", context.label(task), rank,
+                    task.attempt))
+            conn.send_bytes(encode(result))
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (killed: out of memory?)" if -exitcode == signal.SIGKILL else ""
+        return f"it was killed by {name}{hint}"
+    return f"it exited with code {exitcode}"
+
+
+class QCChild:
+    """Runs queued tasks one at a time in a supervised child process."""
+
+    def __init__(self, rank: int, init: dict[str, Any], *, task_timeout: float | None = None,
+                 labels: Any = None, first_start: str = "spawn"):
+        self.rank = rank
+        self._init = init
+        self._timeout = task_timeout
+        self._label = labels or (lambda task: "")
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self.queue: collections.deque[TaskSpec] = collections.deque()
+        self.results: collections.deque[ResultMessage] = collections.deque()
+        self.activity = threading.Event()
+        self.busy = False
+        self._stopping = False
+        self._context = multiprocessing.get_context("spawn")
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._conn: multiprocessing.connection.Connection | None = None
+        self._startup_error: ResultMessage | None = None
+        self.restarts = 0
+        # The first child may be forked (the local transport: no MPI in this process, and only one
+        # thread yet), which saves a second interpreter start-up; restarts happen while the
+        # supervisor thread runs, and forking a threaded process is unsafe, so they always spawn.
+        self._start_child(multiprocessing.get_context(first_start))
+        self._thread = threading.Thread(target=self._loop, name="mbe_mpi-supervisor", daemon=True)
+
+    def wait_started(self) -> None:
+        """Wait until the child can take tasks (the worker reports READY only then), then supervise."""
+        self._await_ready()
+        self._thread.start()
+
+    # ---- the same interface as QCThread ---------------------------------------------------
+
+    def add(self, tasks: tuple[TaskSpec, ...]) -> None:
+        with self._work:
+            self.queue.extend(tasks)
+            self._work.notify()
+
+    def take_back(self, count: int) -> tuple[int, ...]:
+        with self._lock:
+            taken = [self.queue.pop() for _ in range(min(count, len(self.queue)))]
+        return tuple(task.task_id for task in taken)
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return not self.busy and not self.queue
+
+    def stop(self) -> None:
+        with self._work:
+            self._stopping = True
+            self._work.notify()
+        self._kill_child()
+
+    # ---- the child ------------------------------------------------------------------------
+
+    def _start_child(self, context: Any = None) -> None:
+        context = context or self._context
+        parent_end, child_end = context.Pipe(duplex=True)
+        self._proc = context.Process(target=_child_main, args=(child_end, self.rank, self._init),
+                                           name=f"mbe_mpi-qc-{self.rank}", daemon=True)
+        self._proc.start()
+        child_end.close()
+        self._conn = parent_end
+        self._ready = False
+
+    def _kill_child(self) -> None:
+        proc, conn = self._proc, self._conn
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+        if conn is not None:
+            conn.close()
+        self._proc = self._conn = None
+
+    def _await_ready(self) -> bool:
+        """Wait for the child's READY (or its start-up error). False if it died on the way."""
+        while not self._ready:
+            if self._conn.poll(0.2):
+                try:
+                    message = decode(self._conn.recv_bytes())
+                except (EOFError, OSError):
+                    return False
+                if isinstance(message, ReadyMessage):
+                    self._ready = True
+                else:  # a start-up failure: every task will get it as its result
+                    self._startup_error = message
+                    return True
+            elif not self._proc.is_alive() or self._stopping:
+                return False
+        return True
+
+    def _run_one(self, task: TaskSpec) -> ResultMessage:
+        started = time.perf_counter()
+
+        def failure(kind: str, message: str) -> ResultMessage:
+            error = TaskError(kind, message, "", self._label(task), self.rank, task.attempt)
+            return ResultMessage(task.task_id, self.rank, time.perf_counter() - started, error=error)
+
+        if self._proc is None:
+            self._start_child()
+        if not self._await_ready():
+            exitcode = self._proc.exitcode if self._proc is not None else None
+            self._kill_child()
+            return failure("crash", f"the QC process could not start: {_death(exitcode)}")
+        if self._startup_error is not None:
+            error = self._startup_error.error
+            return failure(error.kind, error.message)
+        try:
+            self._conn.send_bytes(encode(TaskMessage((task,))))
+        except (BrokenPipeError, OSError):
+            exitcode = self._proc.exitcode
+            self._kill_child()
+            return failure("crash", f"the QC process died before the task started: {_death(exitcode)}")
+        deadline = started + self._timeout if self._timeout else float("inf")
+        while True:
+            now = time.perf_counter()
+            if self._conn.poll(max(0.0, min(0.1, deadline - now))):
+                try:
+                    return decode(self._conn.recv_bytes())
+                except (EOFError, OSError):
+                    pass  # the child died while answering: fall through to the death report
+            if not self._proc.is_alive() or self._conn.closed:
+                self._proc.join(timeout=5)
+                exitcode = self._proc.exitcode
+                self._kill_child()
+                self.restarts += 1
+                return failure("crash", f"the QC program crashed: {_death(exitcode)}")
+            if time.perf_counter() > deadline:
+                self._kill_child()
+                self.restarts += 1
+                return failure("timeout", f"the task ran longer than task_timeout ({self._timeout:g} s) and was killed")
+            if self._stopping:
+                self._kill_child()
+                return failure("stopped", "the worker was shut down")
+
+    def _loop(self) -> None:
+        while True:
+            with self._work:
+                while not self.queue and not self._stopping:
+                    self._work.wait()
+                if self._stopping:
+                    return
+                task = self.queue.popleft()
+                self.busy = True
+            result = self._run_one(task)
+            with self._lock:
+                self.busy = False
+                self.results.append(result)
+            self.activity.set()
