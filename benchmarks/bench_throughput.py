@@ -69,7 +69,8 @@ WATER32 = _SHARED if _SHARED.exists() else REPO / "tests" / "data" / "water32.xy
 ANGSTROM_TO_BOHR = 1.0 / 0.52917721067
 MEMORY_GIB = 1.0  # memory per task given to QCEngine, the same for every variant
 VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "mbe-mpi-batch", "mbe-local-batch", "mbe-mpi-diag",
-            "sequential", "overhead")
+            "sequential", "overhead", "mbe-mpi-noscratch", "mbe-mpi-minpoll", "mbe-mpi-diag-results")
+DEFAULT_VARIANTS = VARIANTS[:10]  # the others isolate the parts of mbe-mpi-diag: run them with --only
 BATCH_SECONDS = 0.05  # the -batch variants' execution option batch_seconds (mbe_mpi's default: 0.005)
 DIAG_MIN_POLL = 1e-4  # the -diag variant's shortest back-off sleep (mbe_mpi's Backoff default: 1e-6)
 
@@ -250,6 +251,8 @@ def apply_diagnostic_patches(args: argparse.Namespace) -> None:
     (``execute.task_scratch`` creates, enters and removes a folder for every task).
     ``--diag-min-poll S``: the polling back-off of the master and the workers starts at S seconds instead of
     1 µs (on this VM any sleep takes >= ~70 µs, so the first steps 1, 2, 4, ... 32 µs are all wake-ups).
+    ``--diag-result-batch S``: workers send results of tasks shorter than S together (``worker.TINY_TASK_SECONDS``,
+    default 2 ms).
     """
     if args.diag_no_scratch:
         import contextlib
@@ -271,6 +274,11 @@ def apply_diagnostic_patches(args: argparse.Namespace) -> None:
         from mbe_mpi.backoff import Backoff
 
         mbe_mpi.master.Backoff = mbe_mpi.worker.Backoff = functools.partial(Backoff, minimum=args.diag_min_poll)
+    if getattr(args, "diag_result_batch", None) is not None:
+        import mbe_mpi.worker
+
+        # results of tasks shorter than this are held back (until the worker is idle, 10 ms or 32 results)
+        mbe_mpi.worker.TINY_TASK_SECONDS = args.diag_result_batch
 
 
 def _timed_map(mapper, labels: list, n_workers: int, submit_probe) -> dict[str, Any]:
@@ -573,10 +581,14 @@ def command_for(variant: str, args: argparse.Namespace, out: str) -> list[str]:
     mpiexec = [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1)]
     py = sys.executable
     extra = ["--profile"] if args.profile else []
-    if variant.endswith(("-batch", "-diag")):
+    if variant.endswith(("-batch", "-diag", "-diag-results")):
         extra += ["--batch-seconds", str(BATCH_SECONDS)]
-    if variant.endswith("-diag"):
-        extra += ["--diag-no-scratch", "--diag-min-poll", str(DIAG_MIN_POLL)]
+    if variant.endswith(("-diag", "-diag-results", "-noscratch")):
+        extra += ["--diag-no-scratch"]
+    if variant.endswith(("-diag", "-diag-results", "-minpoll")):
+        extra += ["--diag-min-poll", str(DIAG_MIN_POLL)]
+    if variant.endswith("-diag-results"):
+        extra += ["--diag-result-batch", str(BATCH_SECONDS)]
     if variant.startswith("mbe-mpi"):
         return [*mpiexec, py, script, "--run", "mbe_mpi", *common, *extra]
     if variant.startswith("mbe-local"):
@@ -660,6 +672,10 @@ LABELS = {
     "mbe-local-batch": f"mbe_mpi, local, option batch_seconds={BATCH_SECONDS}",
     "mbe-mpi-diag": f"diagnostic: mbe_mpi MPI, batch_seconds={BATCH_SECONDS} + one scratch folder per worker + "
                     f"back-off from {1e6 * DIAG_MIN_POLL:.0f} µs (monkeypatched)",
+    "mbe-mpi-noscratch": "diagnostic: mbe_mpi MPI, one scratch folder per worker (monkeypatched)",
+    "mbe-mpi-minpoll": f"diagnostic: mbe_mpi MPI, back-off from {1e6 * DIAG_MIN_POLL:.0f} µs (monkeypatched)",
+    "mbe-mpi-diag-results": f"diagnostic: as mbe-mpi-diag + workers send results of tasks < {1e3 * BATCH_SECONDS:.0f} "
+                            "ms together (monkeypatched)",
 }
 
 
@@ -764,7 +780,8 @@ def drive(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", choices=sorted(RUNNERS), help="run one variant in this process (used by the driver)")
-    parser.add_argument("--only", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="variants to run")
+    parser.add_argument("--only", nargs="+", choices=VARIANTS, default=list(DEFAULT_VARIANTS),
+                        help="variants to run (default: all but the single-change diagnostics)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each variant except sequential/overhead")
     parser.add_argument("--waters", type=int, default=26, help="waters in the cluster (default 26)")
     parser.add_argument("--bsse", default="vmfc", help="nocp, cp or vmfc (default vmfc)")
@@ -780,6 +797,8 @@ def main() -> None:
                         "folder per worker instead of one per task (monkeypatched)")
     parser.add_argument("--diag-min-poll", type=float, help="diagnostic (--run mbe_mpi): shortest back-off sleep "
                         "of master and workers (monkeypatched)")
+    parser.add_argument("--diag-result-batch", type=float, help="diagnostic (--run mbe_mpi): workers hold back "
+                        "results of tasks shorter than this many seconds and send them together (monkeypatched)")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", help="also write every run's figures to this JSON file")
     parser.add_argument("--out", help=argparse.SUPPRESS)

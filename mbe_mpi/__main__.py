@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     say("\n".join([summary(result, str(output)), *written]))
     if failed:
         print(f"mbe_mpi: error: {failed}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    return EXIT_OK
+    outcome.release_mpi()  # after everything is written: ends the job if a lost rank would hang MPI_Finalize
+    return EXIT_INPUT_ERROR if failed else EXIT_OK
 
 
 if __name__ == "__main__":

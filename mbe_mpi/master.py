@@ -22,6 +22,7 @@ from .costs import CostModel
 from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
 from .protocol import (
+    HeartbeatMessage,
     ReadyMessage,
     ResultBatch,
     ResultMessage,
@@ -149,9 +150,14 @@ class Scheduler:
     def __init__(self, tasks_by_level: dict[int, list[Task]], workers: Iterable[int] = (), *, prefetch: int = 2,
                  level_barrier: bool = True, cost_model: CostModel | None = None, batch_seconds: float = 0.0,
                  batch_target: float = 0.02, max_batch: int = 64, order: str = "cost",
-                 stealing: bool = True):
+                 stealing: bool = True, max_retries: int = 0, retry_backoff: float = 1.0):
         self.cost_model = cost_model or CostModel()
         self.steal_enabled = stealing
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.attempts: dict[int, int] = {}  # task index -> attempt being made (absent: the first)
+        self.failed_on: dict[int, set[int]] = {}  # task index -> workers it failed on
+        self.retries: list[tuple[float, Task]] = []  # (not before, task) waiting to be retried
         self.prefetch = max(1, prefetch)
         self.level_barrier = level_barrier
         self.batch_seconds = batch_seconds
@@ -193,7 +199,7 @@ class Scheduler:
     @property
     def finished(self) -> bool:
         return self.running_count == 0 and not self.stealing and (
-            self.stopped or (not self.pending and not self._levels))
+            self.stopped or (not self.pending and not self._levels and not self.retries))
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -203,8 +209,7 @@ class Scheduler:
         self.hungry.append(worker)
         self.spare.extend([worker] * (self.prefetch - 1))
 
-    def task_done(self, worker: int, task_index: int, seconds: float | None = None) -> Task:
-        """A task's result arrived (success or failure); ``seconds`` teaches the cost model."""
+    def _take(self, worker: int, task_index: int) -> Task:
         batches = self.batches[worker]
         for i, batch in enumerate(batches):
             for j, task in enumerate(batch):
@@ -213,9 +218,35 @@ class Scheduler:
                     if not batch:
                         del batches[i]
                         (self.spare if batches else self.hungry).append(worker)
-                    self._completed(task, seconds)
                     return task
         raise KeyError(f"worker {worker} returned task {task_index}, which it does not hold")
+
+    def task_done(self, worker: int, task_index: int, seconds: float | None = None) -> Task:
+        """A task's result arrived; ``seconds`` teaches the cost model."""
+        task = self._take(worker, task_index)
+        self._completed(task, seconds)
+        return task
+
+    def task_failed(self, worker: int, task_index: int, now: float = 0.0) -> tuple[Task, bool]:
+        """A task failed on ``worker``. Returns the task and whether that was its last attempt.
+
+        Otherwise it is retried after ``retry_backoff * 2**(attempt - 1)`` seconds, on another
+        worker where there is one; its level stays open meanwhile.
+        """
+        task = self._take(worker, task_index)
+        attempt = self.attempts.get(task.index, 1)
+        if attempt > self.max_retries or self.stopped:
+            self._completed(task, None)
+            return task, True
+        self.attempts[task.index] = attempt + 1
+        self.running_count -= 1
+        self.failed_on.setdefault(task.index, set()).add(worker)
+        self.retries.append((now + self.retry_backoff * 2 ** (attempt - 1), task))
+        return task, False
+
+    def attempt(self, task: Task) -> int:
+        """Which attempt at ``task`` is being handed out (1 for the first)."""
+        return self.attempts.get(task.index, 1)
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
@@ -249,11 +280,20 @@ class Scheduler:
         self.running_count -= len(back)
         self.pending.put_back(back)
 
+    def worker_lost(self, worker: int) -> list[Task]:
+        """A worker is gone: everything it held goes back to pending; it gets nothing more."""
+        back = [task for batch in self.batches.pop(worker, []) for task in batch]
+        self.running_count -= len(back)
+        self.stealing.discard(worker)
+        self.pending.put_back(back)
+        return back
+
     def stop(self) -> None:
         """Hand out nothing more (tasks already with workers still complete)."""
         self.stopped = True
         self.pending.clear()
         self._levels.clear()
+        self.retries.clear()
 
     # ---- decisions ------------------------------------------------------------------------
 
@@ -280,9 +320,33 @@ class Scheduler:
                     total += following
         return batch
 
-    def actions(self) -> list[Assign | Steal]:
-        """What to send now: fill free queue slots from ``pending``; when that is empty, steal."""
+    def _assign_retries(self, now: float, out: list[Assign | Steal]) -> None:
+        """Due retries go first, each to a worker it has not failed on (if any such worker is free)."""
+        if not self.retries or self.stopped:
+            return
+        due = [item for item in self.retries if item[0] <= now]
+        if not due:
+            return
+        workers = [w for w in self.batches if len(self.batches[w]) < self.prefetch]
+        for item in due:
+            _, task = item
+            avoid = self.failed_on.get(task.index, set())
+            fresh = [w for w in workers if w not in avoid]
+            candidates = fresh or ([w for w in workers] if len(avoid) >= len(self.batches) else [])
+            if not candidates:
+                continue
+            worker = min(candidates, key=lambda w: len(self.batches[w]))
+            self.retries.remove(item)
+            self.batches[worker].append([task])
+            self.running_count += 1
+            out.append(Assign(worker, (task,)))
+            if len(self.batches[worker]) >= self.prefetch:
+                workers.remove(worker)
+
+    def actions(self, now: float = 0.0) -> list[Assign | Steal]:
+        """What to send now: due retries, then fill free queue slots from ``pending``; then steal."""
         out: list[Assign | Steal] = []
+        self._assign_retries(now, out)
         while not self.stopped:
             if not self.pending:
                 self._open_next_level()  # without the barrier, the next level may start now
@@ -334,22 +398,31 @@ class SchedulePolicy:
     max_batch: int = 64
     order: str = "cost"
     stealing: bool = True
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    stop_on_failure: bool = False
 
     def scheduler(self, tasks_by_level: dict[int, list[Task]], cost_model: CostModel | None = None) -> Scheduler:
         return Scheduler(tasks_by_level, prefetch=self.prefetch, level_barrier=self.level_barrier,
                          cost_model=cost_model, batch_seconds=self.batch_seconds, batch_target=self.batch_target,
-                         max_batch=self.max_batch, order=self.order, stealing=self.stealing)
+                         max_batch=self.max_batch, order=self.order, stealing=self.stealing,
+                         max_retries=self.max_retries, retry_backoff=self.retry_backoff)
 
 
 DEFAULT_POLICY = SchedulePolicy()
 
+#: seconds a worker may take to start (import, QC child) before silence counts against it
+STARTUP_ALLOWANCE = 300.0
+
 
 def policy_from_options(options: Any) -> SchedulePolicy:
     """The scheduling policy an ExecutionOptions asks for (``order: fifo`` is the naive baseline)."""
+    failures = {"max_retries": options.max_retries, "retry_backoff": options.retry_backoff,
+                "stop_on_failure": options.on_failure == "stop"}
     if options.order == "fifo":
-        return dataclasses.replace(FIFO_POLICY, level_barrier=options.level_barrier)
+        return dataclasses.replace(FIFO_POLICY, level_barrier=options.level_barrier, **failures)
     return SchedulePolicy(prefetch=options.prefetch, level_barrier=options.level_barrier,
-                          batch_seconds=options.batch_seconds)
+                          batch_seconds=options.batch_seconds, **failures)
 
 #: the naive baseline the benchmarks compare against: plan order, one task at a time, no stealing
 FIFO_POLICY = SchedulePolicy(prefetch=1, batch_seconds=0.0, order="fifo", stealing=False)
@@ -367,14 +440,20 @@ def run_master(
     stop_grace: float = 30.0,
     ready_at: dict[int, float] | None = None,
     on_dispatch: Callable[[int, Task], None] | None = None,
+    heartbeat_timeout: float | None = None,
+    on_worker_lost: Callable[[int], None] | None = None,
 ) -> dict[int, ResultMessage]:
     """Run ``tasks`` (default: all of ``plan``) on the transport's workers; return results by task index.
 
-    A failed task stops dispatching; tasks already running complete (their results are kept), then
-    workers are shut down and :class:`TaskFailedError` names the failure. When ``stop_requested``
+    A failed task is retried (``policy.max_retries``, with back-off, on another worker where
+    possible); a task that fails for good is reported at the end with every other task completed
+    (or, with ``policy.stop_on_failure``, dispatching stops at once), and :class:`TaskFailedError`
+    names the failures. When ``stop_requested``
     returns a reason (a signal arrived), dispatching stops too; running tasks get ``stop_grace``
     seconds to finish, then :class:`RunStopped` says how many were abandoned. ``ready_at`` (if given)
-    receives when each worker reported READY (perf_counter).
+    receives when each worker reported READY (perf_counter). A worker whose process ends, or that
+    sends nothing for ``heartbeat_timeout`` seconds (workers send heartbeats), is declared lost: its
+    tasks go back to the others and anything it sends later is ignored.
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
@@ -384,6 +463,17 @@ def run_master(
     scheduler: Scheduler | None = None
     sent_at: dict[int, float] = {}
     ready_at = {} if ready_at is None else ready_at
+    lost: set[int] = set()
+    # a worker that never reports is noticed too, after a generous start-up allowance
+    last_seen: dict[int, float] = dict.fromkeys(transport.worker_ids, time.monotonic() + STARTUP_ALLOWANCE)
+
+    def _lose(worker: int, why: str) -> None:
+        lost.add(worker)
+        back = scheduler.worker_lost(worker)
+        logger.warning("worker %d is lost (%s); %d of its tasks go to other workers", worker, why, len(back))
+        if on_worker_lost is not None:
+            on_worker_lost(worker)
+
     try:  # whatever happens, the finally clause releases the workers: they must never wait forever
         scheduler = policy.scheduler(plan.by_level(tasks), cost_model)  # workers join as their READY arrives
         while not scheduler.finished and time.monotonic() < deadline:
@@ -392,25 +482,37 @@ def run_master(
                                stop_reason, stop_grace, scheduler.running_count)
                 scheduler.stop()
                 deadline = time.monotonic() + stop_grace
-            for action in scheduler.actions():
+            for action in scheduler.actions(time.monotonic()):
                 if isinstance(action, Steal):
                     transport.send(action.victim, encode(StealMessage(action.count)))
                     continue
-                specs = tuple(TaskSpec(t.index, t.mc_index, t.real, t.basis) for t in action.tasks)
+                specs = tuple(TaskSpec(t.index, t.mc_index, t.real, t.basis, scheduler.attempt(t)) for t in action.tasks)
                 transport.send(action.worker, encode(TaskMessage(specs)))
                 now = time.perf_counter()
                 for task in action.tasks:
                     sent_at[task.index] = now
                     if on_dispatch is not None:
                         on_dispatch(action.worker, task)
+            if heartbeat_timeout:
+                now = time.monotonic()
+                for worker, seen in list(last_seen.items()):
+                    if worker not in lost and now - seen > heartbeat_timeout:
+                        _lose(worker, f"no message for {now - seen:.0f} s (hung, stopped or gone)")
+            if len(lost) == len(transport.worker_ids):
+                raise TaskFailedError(
+                    f"every worker is gone ({len(lost)}); {len(results)} results were kept; rerun to resume")
             events = transport.wait(backoff.next_delay())
             if events:
                 backoff.reset()
             for worker, data in events:
-                if data is None:
-                    _worker_lost(scheduler, plan, worker)
-                    continue
+                if data is None or worker in lost:
+                    if data is None and worker not in lost:  # the transport saw it go (a pipe closed)
+                        _lose(worker, "its process ended")
+                    continue  # a late message from a worker declared dead is ignored
+                last_seen[worker] = time.monotonic()
                 message = decode(data)
+                if isinstance(message, HeartbeatMessage):
+                    continue
                 if isinstance(message, ReadyMessage):
                     scheduler.worker_ready(worker)
                     ready_at[worker] = time.perf_counter()
@@ -420,12 +522,18 @@ def run_master(
                     received = time.perf_counter()
                     batch = message.results if isinstance(message, ResultBatch) else (message,)
                     for result in batch:
-                        task = scheduler.task_done(worker, result.task_id, result.wall_time if result.ok else None)
                         if result.ok:
+                            task = scheduler.task_done(worker, result.task_id, result.wall_time)
                             results[task.index] = result
                         else:
-                            failures.append((task, result))
-                            scheduler.stop()
+                            task, final = scheduler.task_failed(worker, result.task_id, time.monotonic())
+                            if final:
+                                failures.append((task, result))
+                                if policy.stop_on_failure:
+                                    scheduler.stop()
+                            else:
+                                logger.warning("task %s failed on worker %d (attempt %d: %s); retrying",
+                                               plan.label(task), worker, result.error.attempt, result.error.message)
                         if on_result is not None:
                             on_result(Completion(task, result, worker, sent_at.pop(task.index), received))
                 else:
@@ -433,19 +541,14 @@ def run_master(
     finally:
         abandoned = scheduler.running_count if scheduler is not None else 0
         for worker in transport.worker_ids:
-            transport.send(worker, encode(ShutdownMessage()))
+            if worker not in lost:
+                transport.send(worker, encode(ShutdownMessage()))
         transport.close(abandon=abandoned > 0)
     if failures:
         raise TaskFailedError(_failure_text(plan, failures), failures)
     if stop_reason is not None:
         raise RunStopped(stop_reason, abandoned=abandoned)
     return results
-
-
-def _worker_lost(scheduler: Scheduler, plan: Plan, worker: int) -> None:
-    held = [task for batch in scheduler.batches.get(worker, []) for task in batch]
-    where = f" while holding task {plan.label(held[0])}" if held else ""
-    raise TaskFailedError(f"worker {worker} died{where}; rerun, or see the worker's log for the cause")
 
 
 def _failure_text(plan: Plan, failures: Sequence[tuple[Task, ResultMessage]]) -> str:
@@ -455,7 +558,9 @@ def _failure_text(plan: Plan, failures: Sequence[tuple[Task, ResultMessage]]) ->
         error = message.error
         spec = specs[plan.model_chemistries[task.mc_index]]
         model = f"{spec.program} {spec.model.method}" + (f"/{spec.model.basis}" if spec.model.basis else "")
-        lines.append(
-            f"QC task {plan.label(task)} ({model}) failed on worker {error.rank}: [{error.kind}] {error.message}"
-        )
+        attempts = f" after {error.attempt} attempts" if error.attempt > 1 else ""
+        lines.append(f"QC task {plan.label(task)} ({model}) failed on worker {error.rank}{attempts}: "
+                     f"[{error.kind}] {error.message}")
+    if len(failures) > 1:
+        lines.insert(0, f"{len(failures)} QC tasks failed:")
     return "\n".join(lines)

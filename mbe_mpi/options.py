@@ -44,6 +44,12 @@ class ExecutionOptions:
     no stealing: the naive baseline, for comparisons). ``isolate_tasks``: run the QC program in a
     supervised child process of each worker (default), so a crash, a hang past ``task_timeout``
     (seconds) or a memory blow-up past ``memory_per_task`` fails the task, not the worker.
+    ``max_retries``: further attempts at a failed task, after ``retry_backoff`` seconds (doubling)
+    and on another worker where possible. ``on_failure``: ``finish`` (default: complete every other
+    task, keep all results, then exit 1 listing the failures) or ``stop`` (stop dispatching at once).
+    ``heartbeat_interval``: how often an otherwise silent worker says it is alive;
+    ``heartbeat_timeout``: silence after which the master declares a worker lost (hung, stopped or
+    gone) and gives its tasks to the others.
     """
 
     n_workers: int | None = None
@@ -62,6 +68,11 @@ class ExecutionOptions:
     order: str = "cost"
     isolate_tasks: bool = True
     task_timeout: float | None = None
+    max_retries: int = 2
+    retry_backoff: float = 1.0
+    on_failure: str = "finish"
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 60.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, where: str = "execution") -> ExecutionOptions:
@@ -100,6 +111,26 @@ class ExecutionOptions:
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
                 raise InputError(f"{where}.batch_seconds must be a number of seconds (0 disables), got {seconds!r}")
             kwargs["batch_seconds"] = float(seconds)
+        if values.get("max_retries") is not None:
+            retries = values["max_retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise InputError(f"{where}.max_retries must be a whole number (0 or more), got {retries!r}")
+            kwargs["max_retries"] = retries
+        if values.get("retry_backoff") is not None:
+            backoff = values["retry_backoff"]
+            if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+                raise InputError(f"{where}.retry_backoff must be a number of seconds (0 or more), got {backoff!r}")
+            kwargs["retry_backoff"] = float(backoff)
+        if values.get("on_failure") is not None:
+            if values["on_failure"] not in ("finish", "stop"):
+                raise InputError(f"{where}.on_failure must be 'finish' or 'stop', got {values['on_failure']!r}")
+            kwargs["on_failure"] = values["on_failure"]
+        for name in ("heartbeat_interval", "heartbeat_timeout"):
+            if values.get(name) is not None:
+                seconds = values[name]
+                if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+                    raise InputError(f"{where}.{name} must be a positive number of seconds, got {seconds!r}")
+                kwargs[name] = float(seconds)
         if values.get("task_timeout") is not None:
             timeout = values["task_timeout"]
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

@@ -30,9 +30,10 @@ READY = 4
 RESULTS = 5
 STEAL = 6
 STOLEN = 7
+HEARTBEAT = 8
 
 KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY", RESULTS: "RESULTS",
-              STEAL: "STEAL", STOLEN: "STOLEN"}
+              STEAL: "STEAL", STOLEN: "STOLEN", HEARTBEAT: "HEARTBEAT"}
 
 
 class ProtocolError(RuntimeError):
@@ -128,7 +129,15 @@ class StolenMessage:
     task_ids: tuple[int, ...]
 
 
-Message = TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage | ResultBatch | StealMessage | StolenMessage
+@dataclasses.dataclass(frozen=True, slots=True)
+class HeartbeatMessage:
+    """Worker -> master, when it has sent nothing else for a while: still alive."""
+
+    rank: int
+
+
+Message = (TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage | ResultBatch | StealMessage | StolenMessage
+           | HeartbeatMessage)
 
 
 def _result_fields(message: ResultMessage) -> tuple:
@@ -157,6 +166,8 @@ def encode(message: Message) -> bytes:
         payload = (STEAL, message.count)
     elif isinstance(message, StolenMessage):
         payload = (STOLEN, message.rank, message.task_ids)
+    elif isinstance(message, HeartbeatMessage):
+        payload = (HEARTBEAT, message.rank)
     elif isinstance(message, ShutdownMessage):
         payload = (SHUTDOWN, message.exit_code)
     elif isinstance(message, ReadyMessage):
@@ -183,6 +194,8 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         return ResultBatch(tuple(_result(r) for r in results))
     if kind == STEAL:
         return StealMessage(*fields)
+    if kind == HEARTBEAT:
+        return HeartbeatMessage(*fields)
     if kind == STOLEN:
         rank, task_ids = fields
         return StolenMessage(rank, tuple(task_ids))

@@ -61,6 +61,9 @@ def summary(result: ManyBodyResult, output_path: str | None = None) -> str:
         )
     else:
         lines.append(f"  QC tasks: {result.properties.calcinfo_nmbe}")
+    if stats.get("lost_workers"):
+        lines.append(f"  workers lost during the run: {', '.join(map(str, stats['lost_workers']))} "
+                     "(their tasks ran on the others)")
     if stats.get("timing", {}).get("levels"):
         lines.append("")
         lines.extend(format_timing(stats["timing"]))

@@ -64,6 +64,7 @@ class RunStats:
     from_checkpoint: int
     from_cache: int
     timing: dict[str, Any]
+    lost_workers: list[int] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,6 +76,21 @@ class Outcome:
 
     result: ManyBodyResult
     timeline: list[TaskTiming]
+    lost_workers: list[int] = dataclasses.field(default_factory=list)
+    transport: str = "local"
+
+    def release_mpi(self) -> None:
+        """End the MPI job once everything is written, if a worker was lost.
+
+        MPI_Finalize waits for every rank, and a lost (hung or stopped) one never arrives;
+        ``MPI_Abort(0)`` from rank 0 ends every rank and MPICH's ``mpiexec`` then returns 0.
+        """
+        if self.transport == "mpi" and self.lost_workers:
+            from mpi4py import MPI
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(0)
 
 
 @dataclasses.dataclass
@@ -142,6 +158,7 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
     completed = False
     timeline: list[TaskTiming] = []
     ready_at: dict[int, float] = {}
+    lost: list[int] = []
 
     def on_result(done: Completion) -> None:
         nonlocal task_time, saved
@@ -165,7 +182,8 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
             results = run_master(transport, plan, on_result, tasks=todo, policy=policy,
                                  cost_model=CostModel(program_estimates(plan)), stop_requested=stop,
                                  stop_grace=setup.options.stop_grace, ready_at=ready_at,
-                                 on_dispatch=progress.dispatched if progress is not None else None)
+                                 on_dispatch=progress.dispatched if progress is not None else None,
+                                 heartbeat_timeout=setup.options.heartbeat_timeout, on_worker_lost=lost.append)
             master_cpu = time.process_time() - master_cpu
         if progress is not None:
             progress.close()
@@ -190,9 +208,10 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
         from_cache=journal.from_cache,
         timing=timing_report(timeline, n_workers, wall_time, master_cpu,
                              startup=max(ready_at.values(), default=started) - started),
+        lost_workers=lost,
     )
     result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
-    return Outcome(result, timeline)
+    return Outcome(result, timeline, lost, name)
 
 
 def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
@@ -211,7 +230,11 @@ def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
                      first_start=init.get("child_start", "spawn"))
     else:
         qc = thread_executor(endpoint.rank, lambda: build_worker_context(endpoint.rank, init))
-    serve(endpoint, qc)
+    exit_after = os.environ.get("MBE_MPI_FAULT_WORKER_EXIT")  # fault injection for tests: "RANK:RESULTS"
+    rank_exit = None
+    if exit_after and exit_after.split(":")[0] == str(endpoint.rank):
+        rank_exit = int(exit_after.split(":")[1])
+    serve(endpoint, qc, heartbeat_interval=init["heartbeat_interval"], exit_after=rank_exit)
 
 
 def build_worker_context(rank: int, init: dict[str, Any]) -> WorkerContext:
@@ -228,6 +251,7 @@ def _worker_init(input_json: str, options: ExecutionOptions, memory_gib: float,
         "input_json": input_json,
         "model_chemistries": list(model_chemistries),
         "isolate_tasks": options.isolate_tasks,
+        "heartbeat_interval": options.heartbeat_interval,
         "task_timeout": options.task_timeout,
         # enforced only when asked for explicitly; the default share is a budget, not a limit
         "memory_limit_gib": options.memory_per_task,

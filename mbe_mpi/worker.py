@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 from .backoff import Backoff
 from .execute import WorkerContext, run_task
 from .protocol import (
+    HeartbeatMessage,
     ReadyMessage,
     ResultBatch,
     ResultMessage,
@@ -123,15 +125,26 @@ def thread_executor(rank: int, make_context: Callable[[], WorkerContext]) -> QCT
     return QCThread(run)
 
 
-def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float = 5e-3) -> None:
-    """Serve tasks until SHUTDOWN, running them on ``qc`` (a QCThread or a supervised QCChild)."""
+def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float = 5e-3,
+          heartbeat_interval: float = 5.0, exit_after: int | None = None) -> None:
+    """Serve tasks until SHUTDOWN, running them on ``qc`` (a QCThread or a supervised QCChild).
+
+    A HEARTBEAT goes out whenever nothing else has for ``heartbeat_interval`` seconds, so the
+    master can tell a busy worker from a hung or stopped one. ``exit_after`` (fault injection for
+    tests only) makes the worker exit abruptly after sending that many results.
+    """
     unsent: list[ResultMessage] = []
     first_unsent = 0.0
     backoff = Backoff(maximum=max_idle_wait)
     qc.wait_started()
     endpoint.send(encode(ReadyMessage(endpoint.rank)))
+    last_sent = time.monotonic()
+    sent_results = 0
     try:
         while True:
+            if time.monotonic() - last_sent > heartbeat_interval:
+                endpoint.send(encode(HeartbeatMessage(endpoint.rank)))
+                last_sent = time.monotonic()
             active = False
             data = endpoint.poll()
             while data is not None:
@@ -157,7 +170,12 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
                 unsent.append(result)
             if unsent and _should_flush(unsent, first_unsent, qc.idle):
                 endpoint.send(encode(ResultBatch(tuple(unsent))))
+                last_sent = time.monotonic()
+                sent_results += len(unsent)
                 unsent = []
+                if exit_after is not None and sent_results >= exit_after:
+                    logger.warning("worker %d exits now (fault injection)", endpoint.rank)
+                    os._exit(0)
             if active:
                 backoff.reset()
             # Sleep until a result is ready or the back-off elapses (messages are polled for).

@@ -82,7 +82,8 @@ class MPIMasterTransport:
         # Even when workers are busy, the small SHUTDOWN sends complete (eager protocol); a busy
         # worker that never reads them is ended by the caller with MPI_Abort.
         backoff = Backoff(maximum=1e-3)
-        deadline = time.monotonic() + (1.0 if abandon else float("inf"))
+        # Sends to a rank that died never complete: wait a while, never forever.
+        deadline = time.monotonic() + (1.0 if abandon else 10.0)
         while self._sends and time.monotonic() < deadline:
             self._reap()
             if self._sends:
