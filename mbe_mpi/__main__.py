@@ -105,6 +105,24 @@ def default_output_path(input_path: str) -> Path:
     return path.with_name(path.stem + ".result.json")
 
 
+def result_json(result) -> str:
+    """The ManyBodyResult as JSON.
+
+    QCManyBody declares its per-n-body property fields only up to 4-body; beyond that they are
+    extra fields holding NumPy arrays that pydantic cannot serialise (QCManyBody's own result fails
+    the same way), so those arrays are written as nested lists.
+    """
+    try:
+        return result.model_dump_json()
+    except Exception:  # pydantic's PydanticSerializationError
+        import json
+
+        import numpy as np
+
+        return json.dumps(result.model_dump(mode="python"),
+                          default=lambda value: value.tolist() if isinstance(value, np.ndarray) else str(value))
+
+
 def checkpoint_path(output: Path) -> Path:
     """The default checkpoint: beside the output, so a requeued job script finds it again."""
     return output.with_name(output.stem + ".checkpoint.sqlite")
@@ -184,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome is None:  # a worker rank
         return EXIT_OK
     result = outcome.result
-    output.write_text(result.model_dump_json())
+    output.write_text(result_json(result))
     from .report import gantt_chart, summary, write_report
 
     stats = result.extras.get("mbe_mpi", {})

@@ -225,6 +225,8 @@ def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:
                         format=f"mbe_mpi[worker {endpoint.rank}] %(levelname)s: %(message)s")
     if init["isolate_tasks"]:
         names = init["model_chemistries"]
+        if init.get("child_start") == "fork" and hasattr(endpoint, "conn"):
+            init = {**init, "close_fds": [endpoint.conn.fileno()]}
         qc = QCChild(endpoint.rank, init, task_timeout=init["task_timeout"],
                      labels=lambda task: labeler(names[task.mc_index], task.real, task.basis),
                      first_start=init.get("child_start", "spawn"))

@@ -43,6 +43,11 @@ def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: di
     """The child: build the worker context, then run one task per message until the pipe closes."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
         signal.signal(sig, signal.SIG_IGN)
+    for fd in init.get("close_fds", ()):  # a forked child must not hold its parent's link to the master open:
+        try:                               # the master learns of the parent's death by that link closing
+            os.close(fd)
+        except OSError:
+            pass
     from .runner import build_worker_context  # a fresh interpreter: import here
 
     try:
@@ -203,7 +208,8 @@ class QCChild:
             exitcode = self._proc.exitcode
             self._kill_child()
             return failure("crash", f"the QC process died before the task started: {_death(exitcode)}")
-        deadline = started + self._timeout if self._timeout else float("inf")
+        # the clock starts when the child has the task (a restarted child may take seconds to start)
+        deadline = time.perf_counter() + self._timeout if self._timeout else float("inf")
         while True:
             now = time.perf_counter()
             if self._conn.poll(max(0.0, min(0.1, deadline - now))):
