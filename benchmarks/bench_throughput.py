@@ -682,8 +682,9 @@ LABELS = {
 def tabulate(runs: list[dict], args: argparse.Namespace) -> str:
     lines = [
         "| variant | tasks/s steady | tasks/s in-run | tasks/s process | master CPU µs/task steady "
-        "| master CPU µs/task in-run | start-up + other (s) | sanity max abs diff |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| master CPU µs/task in-run | CPU ms/task, all our processes | others' CPU s during the run "
+        "| start-up + other (s) | sanity max abs diff |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for variant in args.only:
         if variant == "overhead":
@@ -698,11 +699,14 @@ def tabulate(runs: list[dict], args: argparse.Namespace) -> str:
         cpu_steady = [1e6 * r["master_cpu_steady"] / r["tasks"] for r in rs]
         cpu_in_run = [1e6 * r["master_cpu_in_run"] / r["tasks"] for r in rs]
         extra = [r["in_run_wall"] - r["steady_wall"] for r in rs]
+        ours = [1e3 * r["our_cpu"] / r["tasks"] for r in rs]  # the whole command, start-up included
+        others = [max(0.0, r["machine_cpu"] - r["our_cpu"]) for r in rs]
         sanity = max((r["sanity"]["max_abs_diff"] for r in rs if r.get("sanity")), default=None)
         label = LABELS[variant].format(c=args.chunksize)
         lines.append(
             f"| {label} | {med_range(steady)} | {med_range(in_run)} | {med_range(process)} | "
-            f"{med_range(cpu_steady, '{:.1f}')} | {med_range(cpu_in_run, '{:.1f}')} | {med_range(extra, '{:.2f}')} | "
+            f"{med_range(cpu_steady, '{:.1f}')} | {med_range(cpu_in_run, '{:.1f}')} | {med_range(ours, '{:.2f}')} | "
+            f"{med_range(others)} | {med_range(extra, '{:.2f}')} | "
             f"{'—' if sanity is None else f'{sanity:.1e}'} |"
         )
         assert all(r["tasks"] == tasks for r in rs)
@@ -802,7 +806,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--json", help="also write every run's figures to this JSON file")
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--tabulate", nargs="+", metavar="JSON", help="print the table of runs saved with --json")
     args = parser.parse_args()
+    if args.tabulate:
+        runs = [run for path in args.tabulate for run in json.loads(Path(path).read_text())]
+        args.only = list(dict.fromkeys(run["variant"] for run in runs))
+        print(tabulate(runs, args))
+        return
     if args.run is None:
         drive(args)
         return

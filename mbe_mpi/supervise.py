@@ -153,7 +153,10 @@ class QCChild:
     def _start_child(self, context: Any = None) -> None:
         context = context or self._context
         parent_end, child_end = context.Pipe(duplex=True)
-        self._proc = context.Process(target=_child_main, args=(child_end, self.rank, self._init),
+        init = self._init
+        if context.get_start_method() == "fork":  # the forked child must not keep our end open either
+            init = {**init, "close_fds": [*init.get("close_fds", ()), parent_end.fileno()]}
+        self._proc = context.Process(target=_child_main, args=(child_end, self.rank, init),
                                            name=f"mbe_mpi-qc-{self.rank}", daemon=True)
         self._proc.start()
         child_end.close()

@@ -66,3 +66,19 @@ def test_plan_refuses_bad_input_and_ranks(tmp_path):
     case.write_text(_synthetic().model_dump_json())
     proc = run_cli(["plan", str(case), "--ranks", "1"])
     assert proc.returncode == 2 and "--ranks" in proc.stderr
+
+
+def test_results_identical_with_and_without_barrier_and_batching():
+    """Scheduling changes when tasks run, never the numbers: bit-identical to QCManyBody sequential."""
+    import mbe_mpi
+
+    from ..conftest import assert_same_result, sequential_reference
+
+    mbi = manybody_input(cluster_molecule(4), driver="gradient", bsse=["nocp", "cp", "vmfc"], max_nbody=3,
+                         specification={"program": "synthetic", "driver": "gradient",
+                                        "model": {"method": "synthetic", "basis": None}})
+    reference = sequential_reference(mbi)
+    for options in ({"level_barrier": True, "batch_seconds": 0.0, "prefetch": 1},
+                    {"level_barrier": False, "batch_seconds": 1.0, "prefetch": 4},
+                    {"level_barrier": False, "order": "fifo"}):
+        assert_same_result(mbe_mpi.compute(mbi, n_workers=2, **options), reference)
