@@ -21,7 +21,9 @@ with ``task_config={"ncores": 1, "memory": M, "retries": 0}``. Variants (each ru
   ``batch_seconds=0.05`` (default 0.005): tasks measured below 50 ms travel several per TASK message;
 * ``mbe-mpi-diag`` (diagnostic): ``mbe-mpi-batch`` plus two changes monkeypatched into every rank (nothing in
   ``mbe_mpi/`` is edited): one scratch folder per worker instead of one per task, and a polling back-off that
-  starts at 100 µs instead of 1 µs;
+  starts at 100 µs instead of 1 µs; ``mbe-mpi-noscratch`` and ``mbe-mpi-minpoll`` make one of these changes
+  alone, ``mbe-mpi-diag-results`` adds result batching (workers send results of tasks < 50 ms together) to
+  ``mbe-mpi-diag`` (these three only with ``--only``);
 * ``sequential``: QCManyBody's ``ManyBodyComputer.from_manybodyinput`` in one process (the reference);
 * ``overhead``: in one process, what a task costs piece by piece (molecule, AtomicInput, ``qcengine.compute``
   and its TaskConfig, mbe_mpi's ``execute.run_task`` and its scratch folder), mbe_mpi's worker loop
@@ -32,6 +34,8 @@ Usage (from the repository root)::
     python benchmarks/bench_throughput.py                  # all variants, 3 repeats, then the tables
     python benchmarks/bench_throughput.py --repeats 1 --waters 8   # quick smoke run (~1,000 tasks)
     python benchmarks/bench_throughput.py --only mbe-mpi futures   # some variants only
+    python benchmarks/bench_throughput.py --json runs.json         # also keep every run's figures
+    python benchmarks/bench_throughput.py --tabulate runs.json     # the table again from saved runs
 
 Wall times: *steady* is the task phase only (workers started and initialised; for mbe_mpi the sum of the
 per-level walls of ``extras["mbe_mpi"]["timing"]``); *in-run* is from creating the pool / calling
@@ -739,6 +743,8 @@ def drive(args: argparse.Namespace) -> None:
         for variant in repeated:
             run = launch(variant, args)
             runs.append(run)
+            if args.json:  # after every run: a killed benchmark keeps what it measured
+                Path(args.json).write_text(json.dumps(runs, indent=1, default=str))
             print(f"[{repeat + 1}/{args.repeats}] {variant:10s} tasks {run['tasks']} steady {run['steady_wall']:.2f} s "
                   f"in-run {run['in_run_wall']:.2f} s process {run['process_wall']:.2f} s; master CPU steady "
                   f"{run['master_cpu_steady']:.2f} s; load before {run['load_before'][0]:.2f}; machine CPU "

@@ -14,17 +14,16 @@ one runs its tasks.
 
 from __future__ import annotations
 
-import collections
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import threading
 import time
 from typing import Any
 
 from .protocol import ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
+from .worker import QCThread
 
 logger = logging.getLogger(__name__)
 
@@ -93,22 +92,16 @@ def _death(exitcode: int | None) -> str:
     return f"it exited with code {exitcode}"
 
 
-class QCChild:
-    """Runs queued tasks one at a time in a supervised child process."""
+class QCChild(QCThread):
+    """Runs queued tasks one at a time in a supervised child process (the queue logic is QCThread's)."""
 
     def __init__(self, rank: int, init: dict[str, Any], *, task_timeout: float | None = None,
                  labels: Any = None, first_start: str = "spawn"):
+        super().__init__(self._run_one)
         self.rank = rank
         self._init = init
         self._timeout = task_timeout
         self._label = labels or (lambda task: "")
-        self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
-        self.queue: collections.deque[TaskSpec] = collections.deque()
-        self.results: collections.deque[ResultMessage] = collections.deque()
-        self.activity = threading.Event()
-        self.busy = False
-        self._stopping = False
         self._context = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
@@ -118,34 +111,14 @@ class QCChild:
         # thread yet), which saves a second interpreter start-up; restarts happen while the
         # supervisor thread runs, and forking a threaded process is unsafe, so they always spawn.
         self._start_child(multiprocessing.get_context(first_start))
-        self._thread = threading.Thread(target=self._loop, name="mbe_mpi-supervisor", daemon=True)
 
     def wait_started(self) -> None:
         """Wait until the child can take tasks (the worker reports READY only then), then supervise."""
         self._await_ready()
-        self._thread.start()
-
-    # ---- the same interface as QCThread ---------------------------------------------------
-
-    def add(self, tasks: tuple[TaskSpec, ...]) -> None:
-        with self._work:
-            self.queue.extend(tasks)
-            self._work.notify()
-
-    def take_back(self, count: int) -> tuple[int, ...]:
-        with self._lock:
-            taken = [self.queue.pop() for _ in range(min(count, len(self.queue)))]
-        return tuple(task.task_id for task in taken)
-
-    @property
-    def idle(self) -> bool:
-        with self._lock:
-            return not self.busy and not self.queue
+        super().wait_started()
 
     def stop(self) -> None:
-        with self._work:
-            self._stopping = True
-            self._work.notify()
+        super().stop()
         self._kill_child()
 
     # ---- the child ------------------------------------------------------------------------
@@ -233,18 +206,3 @@ class QCChild:
             if self._stopping:
                 self._kill_child()
                 return failure("stopped", "the worker was shut down")
-
-    def _loop(self) -> None:
-        while True:
-            with self._work:
-                while not self.queue and not self._stopping:
-                    self._work.wait()
-                if self._stopping:
-                    return
-                task = self.queue.popleft()
-                self.busy = True
-            result = self._run_one(task)
-            with self._lock:
-                self.busy = False
-                self.results.append(result)
-            self.activity.set()

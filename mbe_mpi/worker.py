@@ -59,7 +59,6 @@ class QCThread:
         self.busy = False
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="mbe_mpi-qc", daemon=True)
-        self._thread.start()
 
     def add(self, tasks: tuple[TaskSpec, ...]) -> None:
         with self._work:
@@ -83,7 +82,8 @@ class QCThread:
             self._work.notify()
 
     def wait_started(self) -> None:
-        """Nothing to wait for: the thread runs in this process."""
+        """Start running tasks (a subclass may first wait for its QC process)."""
+        self._thread.start()
 
     def _loop(self) -> None:
         while True:
