@@ -15,6 +15,7 @@ Usage (from the repository root; ~6-8 minutes on 2 idle cores)::
     python benchmarks/bench_chemistry.py                 # the three runs once, then the table
     python benchmarks/bench_chemistry.py --repeats 2     # twice (the second pass in reverse order)
     python benchmarks/bench_chemistry.py --waters 3      # quick smoke run (7 tasks)
+    python benchmarks/bench_chemistry.py --cluster-results   # also compare the 41 task energies one by one
 
 Reported: the wall time of the ``from_manybodyinput`` / ``compute`` call (*call*; includes starting workers for
 ``local``) and of the whole command (*process*), the speedups over the sequential run, the largest absolute
@@ -81,8 +82,17 @@ def make_input(args: argparse.Namespace):
                         molecular_charge=0.0, molecular_multiplicity=1)
     spec = {"program": "pyscf", "driver": "energy", "model": {"method": args.method, "basis": args.basis}}
     keywords = {"bsse_type": [args.bsse], "max_nbody": args.max_nbody}
-    return ManyBodyInput(specification={"driver": "energy", "keywords": keywords, "specification": spec},
-                         molecule=molecule)
+    mb_spec: dict[str, Any] = {"driver": "energy", "keywords": keywords, "specification": spec}
+    if args.cluster_results:  # keep every task's AtomicResult: per-task energies can then be compared
+        mb_spec["protocols"] = {"cluster_results": "all"}
+    return ManyBodyInput(specification=mb_spec, molecule=molecule)
+
+
+def task_energies(result) -> dict[str, dict[str, Any]]:
+    """Per task label (with --cluster-results): return_energy as float.hex, and what PySCF really used."""
+    return {label: {"energy": float(atomic.properties.return_energy).hex(),
+                    "resources": atomic.extras.get("pyscf_resources")}
+            for label, atomic in (result.cluster_results or {}).items()}
 
 
 def numbers(result) -> dict[str, list[str]]:
@@ -106,7 +116,8 @@ def run_sequential(args: argparse.Namespace) -> dict[str, Any]:
     result = ManyBodyComputer.from_manybodyinput(mbi)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     return {"call_wall": wall, "call_cpu": cpu, "tasks": result.properties.calcinfo_nmbe,
-            "return_energy": result.properties.return_energy, "numbers": numbers(result)}
+            "return_energy": result.properties.return_energy, "numbers": numbers(result),
+            "task_energies": task_energies(result)}
 
 
 def run_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -122,7 +133,7 @@ def run_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
     stats = result.extras["mbe_mpi"]
     return {"call_wall": wall, "call_cpu": cpu, "tasks": result.properties.calcinfo_nmbe,
             "return_energy": result.properties.return_energy, "numbers": numbers(result),
-            "transport": stats["transport"], "n_workers": stats["n_workers"], "task_time": stats["task_time"],
+            "task_energies": task_energies(result), "transport": stats["transport"], "n_workers": stats["n_workers"], "task_time": stats["task_time"],
             "timing": stats["timing"]}
 
 
@@ -148,7 +159,7 @@ def children_cpu_seconds() -> float:
 def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
     script = str(Path(__file__).resolve())
     common = ["--waters", str(args.waters), "--method", args.method, "--basis", args.basis, "--bsse", args.bsse,
-              "--max-nbody", str(args.max_nbody)]
+              "--max-nbody", str(args.max_nbody), *(["--cluster-results"] if args.cluster_results else [])]
     with tempfile.TemporaryDirectory(prefix="bench_chemistry_") as tmp:
         out = str(Path(tmp) / "out.json")
         if name == "sequential":
@@ -257,6 +268,16 @@ def drive(args: argparse.Namespace) -> None:
                   f"{row['task_time_max']:.2f} | {row['utilisation']:.0%} | {row['barrier_idle']:.1f} |")
     if ref is not None:
         print(f"\nsequential return_energy {ref['return_energy']!r} Eh; sequential CPU {ref['call_cpu']:.1f} s")
+        for r in runs:
+            if r is ref or not r.get("task_energies") or not ref.get("task_energies"):
+                continue
+            differ = [(label, float.fromhex(e["energy"]) - float.fromhex(ref["task_energies"][label]["energy"]),
+                       e["resources"], ref["task_energies"][label]["resources"])
+                      for label, e in r["task_energies"].items()
+                      if e["energy"] != ref["task_energies"][label]["energy"]]
+            print(f"{r['name']}: {len(differ)} of {len(r['task_energies'])} task energies differ from the sequential ones")
+            for label, diff, used, ref_used in differ:
+                print(f"  {label}: {diff:+.3e} Eh; PySCF used {used}, sequential {ref_used}")
     print("\ncommands:")
     for name in order:
         match = next((r for r in runs if r["name"] == name), None)
@@ -278,6 +299,8 @@ def main() -> None:
     parser.add_argument("--bsse", default="cp")
     parser.add_argument("--max-nbody", type=int, default=3)
     parser.add_argument("--n-workers", type=int, default=2)
+    parser.add_argument("--cluster-results", action="store_true",
+                        help="keep every task's AtomicResult and compare the task energies one by one")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", help="also write every run (with the numbers) to this JSON file")
     parser.add_argument("--out", help=argparse.SUPPRESS)

@@ -52,6 +52,7 @@ class WorkerContext:
     rank: int
     scratch_dir: str | None = None
     keep_scratch: bool = False
+    _scratch: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float,
@@ -70,19 +71,35 @@ class WorkerContext:
         return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank,
                    scratch_dir, keep_scratch)
 
+    def worker_scratch(self) -> str:
+        """This worker's scratch folder (made on first use; :meth:`close` removes it)."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix=f"mbe_mpi_r{self.rank}_", dir=self.scratch_dir)
+        return self._scratch
+
+    def close(self) -> None:
+        """Remove the worker's scratch folder (the worker is done)."""
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
     def label(self, task: TaskSpec) -> str:
         return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
 
 
 @contextlib.contextmanager
 def task_scratch(ctx: WorkerContext, task: TaskSpec) -> Iterator[str]:
-    """A scratch folder of the task's own, as the working directory while the QC program runs.
+    """A scratch folder for the task alone, as the working directory while the QC program runs.
 
     Programs that write files into the working directory (or QCEngine's ``scratch_directory``) then
-    keep them apart from other tasks and on node-local disk; removed afterwards unless
-    ``keep_scratch``.
+    keep them apart from other tasks and on node-local disk. The folder is the worker's own, emptied
+    after every task (creating and removing one per task costs ~0.3 ms, a tenth of a 3-ms xTB task);
+    with ``keep_scratch`` every task gets a new folder that is left in place for inspection.
     """
-    path = tempfile.mkdtemp(prefix=f"mbe_mpi_r{ctx.rank}_t{task.task_id}_a{task.attempt}_", dir=ctx.scratch_dir)
+    if ctx.keep_scratch:
+        path = tempfile.mkdtemp(prefix=f"mbe_mpi_r{ctx.rank}_t{task.task_id}_a{task.attempt}_", dir=ctx.scratch_dir)
+    else:
+        path = ctx.worker_scratch()
     previous = os.getcwd()
     os.chdir(path)
     try:
@@ -90,7 +107,18 @@ def task_scratch(ctx: WorkerContext, task: TaskSpec) -> Iterator[str]:
     finally:
         os.chdir(previous)
         if not ctx.keep_scratch:
-            shutil.rmtree(path, ignore_errors=True)
+            _empty(path)
+
+
+def _empty(path: str) -> None:
+    """Remove what a task left in ``path`` (usually nothing: one scandir)."""
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:

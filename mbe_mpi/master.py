@@ -457,7 +457,7 @@ def run_master(
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
-    backoff = Backoff(maximum=transport.max_idle_wait)
+    backoff = Backoff(minimum=transport.min_idle_wait, maximum=transport.max_idle_wait)
     stop_reason: str | None = None
     deadline = float("inf")
     scheduler: Scheduler | None = None
@@ -467,7 +467,15 @@ def run_master(
     # a worker that never reports is noticed too, after a generous start-up allowance
     last_seen: dict[int, float] = dict.fromkeys(transport.worker_ids, time.monotonic() + STARTUP_ALLOWANCE)
 
+    # The loop's own cost per task is what makes cheap tasks expensive: decisions are taken only
+    # when something changed (a message arrived, a retry fell due, a worker was lost), silence is
+    # checked for once a second, and waiting blocks (pipes) or backs off (MPI polling) in the transport.
+    changed = True
+    next_silence_check = 0.0
+
     def _lose(worker: int, why: str) -> None:
+        nonlocal changed
+        changed = True  # its tasks are pending again
         lost.add(worker)
         back = scheduler.worker_lost(worker)
         logger.warning("worker %d is lost (%s); %d of its tasks go to other workers", worker, why, len(back))
@@ -482,7 +490,9 @@ def run_master(
                                stop_reason, stop_grace, scheduler.running_count)
                 scheduler.stop()
                 deadline = time.monotonic() + stop_grace
-            for action in scheduler.actions(time.monotonic()):
+            actions = scheduler.actions(time.monotonic()) if changed or scheduler.retries else ()
+            changed = False
+            for action in actions:
                 if isinstance(action, Steal):
                     transport.send(action.victim, encode(StealMessage(action.count)))
                     continue
@@ -493,8 +503,8 @@ def run_master(
                     sent_at[task.index] = now
                     if on_dispatch is not None:
                         on_dispatch(action.worker, task)
-            if heartbeat_timeout:
-                now = time.monotonic()
+            if heartbeat_timeout and (now := time.monotonic()) >= next_silence_check:
+                next_silence_check = now + min(1.0, heartbeat_timeout / 4)
                 for worker, seen in list(last_seen.items()):
                     if worker not in lost and now - seen > heartbeat_timeout:
                         _lose(worker, f"no message for {now - seen:.0f} s (hung, stopped or gone)")
@@ -504,6 +514,7 @@ def run_master(
             events = transport.wait(backoff.next_delay())
             if events:
                 backoff.reset()
+                changed = True
             for worker, data in events:
                 if data is None or worker in lost:
                     if data is None and worker not in lost:  # the transport saw it go (a pipe closed)

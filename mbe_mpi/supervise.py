@@ -67,7 +67,8 @@ def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: di
     while True:
         try:
             message = decode(conn.recv_bytes())
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the supervisor is done with us
+            context.close()
             return
         for task in message.tasks:
             try:
@@ -119,6 +120,9 @@ class QCChild(QCThread):
 
     def stop(self) -> None:
         super().stop()
+        if self._conn is not None and not self.busy:  # an idle child tidies up (its scratch) and exits
+            self._conn.close()
+            self._proc.join(timeout=2)
         self._kill_child()
 
     # ---- the child ------------------------------------------------------------------------

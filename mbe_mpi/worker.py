@@ -49,8 +49,9 @@ FLUSH_AFTER_RESULTS = 32
 class QCThread:
     """Runs queued tasks one at a time in a background thread; results are collected by the owner."""
 
-    def __init__(self, run: Callable[[TaskSpec], ResultMessage]):
+    def __init__(self, run: Callable[[TaskSpec], ResultMessage], close: Callable[[], None] | None = None):
         self._run = run
+        self._close = close
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self.queue: collections.deque[TaskSpec] = collections.deque()
@@ -77,9 +78,15 @@ class QCThread:
             return not self.busy and not self.queue
 
     def stop(self) -> None:
+        """No more tasks; when the thread is not in a task, let it finish and clean up (``close``)."""
         with self._work:
             self._stopping = True
             self._work.notify()
+            busy = self.busy
+        if not busy and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._close is not None and not self._thread.is_alive():
+            self._close()
 
     def wait_started(self) -> None:
         """Start running tasks (a subclass may first wait for its QC process)."""
@@ -122,7 +129,7 @@ def thread_executor(rank: int, make_context: Callable[[], WorkerContext]) -> QCT
         error = TaskError("startup", startup_error, startup_traceback, "", rank, task.attempt)
         return ResultMessage(task.task_id, rank, 0.0, error=error)
 
-    return QCThread(run)
+    return QCThread(run, close=context.close if context is not None else None)
 
 
 def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float = 5e-3,

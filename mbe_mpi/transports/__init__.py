@@ -18,6 +18,9 @@ class MasterTransport(Protocol):
     #: longest the master should wait in one ``wait`` call when idle: short where waiting means
     #: polling (MPI), long where a message wakes the waiter at once (pipes)
     max_idle_wait: float
+    #: shortest wait worth making: tiny where waiting means polling, ``max_idle_wait`` where ``wait``
+    #: blocks in the kernel until a message comes (so the master never wakes up for nothing)
+    min_idle_wait: float
 
     def send(self, worker: int, data: bytes) -> None:
         """Queue ``data`` for ``worker`` without waiting for it to be received."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import select
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,7 +64,8 @@ def _worker_main(conn: multiprocessing.connection.Connection, rank: int, init: d
 class LocalMasterTransport:
     """The master's side: one duplex pipe per worker process."""
 
-    max_idle_wait = 0.05  # waiting is select() on the pipes: a message wakes the master at once
+    # waiting is poll() on the pipes: a message wakes the master at once, so it never polls for nothing
+    max_idle_wait = min_idle_wait = 0.05
 
     def __init__(self, n_workers: int, init: dict[str, Any], threads: int):
         context = multiprocessing.get_context("spawn")
@@ -80,7 +83,12 @@ class LocalMasterTransport:
                 child_end.close()
                 self._conns[worker] = parent_end
                 self._procs[worker] = proc
-        self._worker_of = {conn: worker for worker, conn in self._conns.items()}
+        # one poll object for the whole run (multiprocessing.connection.wait builds a selector per call)
+        self._poller = select.poll()
+        self._worker_of: dict[int, int] = {}
+        for worker, conn in self._conns.items():
+            self._poller.register(conn.fileno(), select.POLLIN)
+            self._worker_of[conn.fileno()] = worker
 
     def send(self, worker: int, data: bytes) -> None:
         conn = self._conns.get(worker)
@@ -93,8 +101,11 @@ class LocalMasterTransport:
 
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
         events: list[tuple[int, bytes | None]] = []
-        for conn in multiprocessing.connection.wait(list(self._conns.values()), timeout):
-            worker = self._worker_of[conn]
+        for fd, _ in self._poller.poll(math.ceil(timeout * 1000)):
+            worker = self._worker_of.get(fd)
+            conn = self._conns.get(worker)
+            if conn is None:
+                continue
             try:
                 events.append((worker, conn.recv_bytes()))
             except (EOFError, OSError):
@@ -105,6 +116,8 @@ class LocalMasterTransport:
     def _forget(self, worker: int) -> None:
         conn = self._conns.pop(worker, None)
         if conn is not None:
+            self._poller.unregister(conn.fileno())
+            del self._worker_of[conn.fileno()]
             conn.close()
 
     def close(self, abandon: bool = False) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import qcengine
 
-from mbe_mpi.execute import WorkerContext, run_task
+from mbe_mpi.execute import WorkerContext, run_task, task_scratch
 from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
 from mbe_mpi.plan import build_plan
 from mbe_mpi.protocol import TaskSpec
@@ -74,3 +77,32 @@ def test_cluster_results_all_sends_the_atomic_result():
     ctx = WorkerContext.build(mbi, rank=1, threads=1, memory_gib=1.0)
     result = run_task(ctx, TaskSpec(0, 0, (1,), (1,)))
     assert result.ok and '"return_energy"' in result.atomic_result_json
+
+
+def test_tasks_share_the_worker_scratch_folder_but_never_its_contents(tmp_path):
+    mbi = manybody_input(cluster_molecule(2), bsse=["nocp"])
+    ctx = WorkerContext.build(mbi, rank=3, threads=1, memory_gib=1.0, scratch_dir=str(tmp_path))
+    seen = []
+    for task_id in range(2):
+        with task_scratch(ctx, TaskSpec(task_id, 0, (1,), (1,))) as path:
+            seen.append((path, sorted(os.listdir(path))))
+            (Path(path) / "fort.7").write_text("left behind")
+            (Path(path) / "sub").mkdir()
+            (Path(path) / "sub" / "more").write_text("also")
+    assert seen[0] == seen[1] == (seen[0][0], [])  # the second task finds an empty folder
+    assert Path(seen[0][0]).parent == tmp_path and os.listdir(seen[0][0]) == []
+    ctx.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_scratch_gives_every_task_a_folder_that_stays(tmp_path):
+    mbi = manybody_input(cluster_molecule(2), bsse=["nocp"])
+    ctx = WorkerContext.build(mbi, rank=3, threads=1, memory_gib=1.0, scratch_dir=str(tmp_path), keep_scratch=True)
+    paths = []
+    for task_id in range(2):
+        with task_scratch(ctx, TaskSpec(task_id, 0, (1,), (1,))) as path:
+            (Path(path) / "out.log").write_text(str(task_id))
+            paths.append(path)
+    ctx.close()
+    assert paths[0] != paths[1]
+    assert [(Path(p) / "out.log").read_text() for p in paths] == ["0", "1"]
