@@ -15,10 +15,12 @@ class Backoff:
     def __init__(self, minimum: float = 1e-6, maximum: float = 1e-3):
         self.minimum = minimum
         self.maximum = maximum
-        self.delay = 0.0
+        self.reset()
 
     def reset(self) -> None:
-        self.delay = 0.0
+        # first look again at once -- unless waiting blocks until something happens (minimum ==
+        # maximum: a kernel wait on pipes), where an immediate look would be a wasted system call
+        self.delay = 0.0 if self.minimum < self.maximum else self.maximum
 
     def next_delay(self) -> float:
         delay = self.delay

@@ -133,7 +133,7 @@ def thread_executor(rank: int, make_context: Callable[[], WorkerContext]) -> QCT
 
 
 def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float = 5e-3,
-          heartbeat_interval: float = 5.0, exit_after: int | None = None) -> None:
+          busy_idle_wait: float = 0.05, heartbeat_interval: float = 5.0, exit_after: int | None = None) -> None:
     """Serve tasks until SHUTDOWN, running them on ``qc`` (a QCThread or a supervised QCChild).
 
     A HEARTBEAT goes out whenever nothing else has for ``heartbeat_interval`` seconds, so the
@@ -185,6 +185,9 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
                     os._exit(0)
             if active:
                 backoff.reset()
+            # While the QC program has work queued, nothing from the master is urgent (a STEAL may
+            # wait a few ms): poll rarely, so that many ranks on a node do not wake up for nothing.
+            backoff.maximum = busy_idle_wait if qc.queue else max_idle_wait
             # Sleep until a result is ready or the back-off elapses (messages are polled for).
             if qc.activity.wait(backoff.next_delay() if not unsent else min(backoff.next_delay(), 1e-3)):
                 qc.activity.clear()
