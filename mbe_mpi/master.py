@@ -48,6 +48,7 @@ class Completion:
     worker: int
     sent: float
     received: float
+    final: bool = True  # False: a failed attempt that will be retried
 
 
 class PendingTasks:
@@ -261,12 +262,12 @@ class Scheduler:
             self.cost_model.observe(task, seconds)
         self._open_next_level()
 
-    def stolen(self, victim: int, task_indices: Iterable[int]) -> None:
+    def stolen(self, victim: int, task_indices: Iterable[int]) -> list[Task]:
         """The victim removed these tasks from its queue: they are pending again (front of the line)."""
         self.stealing.discard(victim)
         wanted = set(task_indices)
         if not wanted:
-            return
+            return []
         back = []
         batches = self.batches[victim]
         for batch in list(batches):
@@ -279,6 +280,7 @@ class Scheduler:
                 (self.spare if batches else self.hungry).append(victim)
         self.running_count -= len(back)
         self.pending.put_back(back)
+        return back
 
     def worker_lost(self, worker: int) -> list[Task]:
         """A worker is gone: everything it held goes back to pending; it gets nothing more."""
@@ -442,6 +444,9 @@ def run_master(
     on_dispatch: Callable[[int, Task], None] | None = None,
     heartbeat_timeout: float | None = None,
     on_worker_lost: Callable[[int], None] | None = None,
+    exit_notices: Callable[[], int] | None = None,
+    exit_notice_grace: float = 11.0,
+    on_requeue: Callable[[Task], None] | None = None,
 ) -> dict[int, ResultMessage]:
     """Run ``tasks`` (default: all of ``plan``) on the transport's workers; return results by task index.
 
@@ -453,7 +458,11 @@ def run_master(
     seconds to finish, then :class:`RunStopped` says how many were abandoned. ``ready_at`` (if given)
     receives when each worker reported READY (perf_counter). A worker whose process ends, or that
     sends nothing for ``heartbeat_timeout`` seconds (workers send heartbeats), is declared lost: its
-    tasks go back to the others and anything it sends later is ignored.
+    tasks go back to the others (``on_requeue`` hears of each task that a worker held and gave
+    back, stolen or lost) and anything it sends later is ignored. ``exit_notices`` counts
+    notices that some worker process ended without saying which (MPICH hydra's SIGUSR1): after
+    one, every worker that stays silent for ``exit_notice_grace`` seconds is declared lost, which
+    finds a rank that exited long before ``heartbeat_timeout``.
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
@@ -472,6 +481,8 @@ def run_master(
     # checked for once a second, and waiting blocks (pipes) or backs off (MPI polling) in the transport.
     changed = True
     next_silence_check = 0.0
+    notices_seen = 0
+    notice_at: float | None = None
 
     def _lose(worker: int, why: str) -> None:
         nonlocal changed
@@ -479,6 +490,9 @@ def run_master(
         lost.add(worker)
         back = scheduler.worker_lost(worker)
         logger.warning("worker %d is lost (%s); %d of its tasks go to other workers", worker, why, len(back))
+        if on_requeue is not None:
+            for task in back:
+                on_requeue(task)
         if on_worker_lost is not None:
             on_worker_lost(worker)
 
@@ -503,11 +517,20 @@ def run_master(
                     sent_at[task.index] = now
                     if on_dispatch is not None:
                         on_dispatch(action.worker, task)
+            if exit_notices is not None and exit_notices() != notices_seen:
+                notices_seen = exit_notices()
+                notice_at = time.monotonic()
+                logger.warning("mpiexec reports that a rank has ended; workers silent for %.0f s are declared lost",
+                               exit_notice_grace)
             if heartbeat_timeout and (now := time.monotonic()) >= next_silence_check:
-                next_silence_check = now + min(1.0, heartbeat_timeout / 4)
+                next_silence_check = now + min(1.0, heartbeat_timeout / 4, exit_notice_grace / 4)
                 for worker, seen in list(last_seen.items()):
-                    if worker not in lost and now - seen > heartbeat_timeout:
+                    if worker in lost:
+                        continue
+                    if now - seen > heartbeat_timeout:
                         _lose(worker, f"no message for {now - seen:.0f} s (hung, stopped or gone)")
+                    elif notice_at is not None and seen < notice_at and now - notice_at > exit_notice_grace:
+                        _lose(worker, f"silent for {now - seen:.0f} s after mpiexec reported a rank's end")
             if len(lost) == len(transport.worker_ids):
                 raise TaskFailedError(
                     f"every worker is gone ({len(lost)}); {len(results)} results were kept; rerun to resume")
@@ -528,11 +551,14 @@ def run_master(
                     scheduler.worker_ready(worker)
                     ready_at[worker] = time.perf_counter()
                 elif isinstance(message, StolenMessage):
-                    scheduler.stolen(worker, message.task_ids)
+                    for task in scheduler.stolen(worker, message.task_ids):
+                        if on_requeue is not None:
+                            on_requeue(task)
                 elif isinstance(message, (ResultBatch, ResultMessage)):
                     received = time.perf_counter()
                     batch = message.results if isinstance(message, ResultBatch) else (message,)
                     for result in batch:
+                        final = True
                         if result.ok:
                             task = scheduler.task_done(worker, result.task_id, result.wall_time)
                             results[task.index] = result
@@ -546,7 +572,7 @@ def run_master(
                                 logger.warning("task %s failed on worker %d (attempt %d: %s); retrying",
                                                plan.label(task), worker, result.error.attempt, result.error.message)
                         if on_result is not None:
-                            on_result(Completion(task, result, worker, sent_at.pop(task.index), received))
+                            on_result(Completion(task, result, worker, sent_at.pop(task.index), received, final))
                 else:
                     raise RuntimeError(f"master received an unexpected {type(message).__name__} from worker {worker}")
     finally:

@@ -96,13 +96,20 @@ class Progress:
         self.running[task.level] += 1
         self._maybe_draw()
 
+    def requeued(self, task: Task) -> None:
+        """A dispatched task came back unrun (stolen for another worker, or its worker was lost)."""
+        self.running[task.level] -= 1
+
     def completed(self, done: Completion) -> None:
         level = done.task.level
         self.running[level] -= 1
         if done.message.ok:
             self.done[level] += 1
-        else:
+        elif done.final:
             self.failed[level] += 1
+        else:  # a failed attempt: the retry counts as running again when it is dispatched
+            self._maybe_draw()
+            return
         self.cost_left -= done.task.cost
         self.cost_done += done.task.cost
         level_finished = self.done[level] + self.failed[level] == self.total[level]

@@ -124,13 +124,26 @@ class MasterSetup:
         return [task for task in self.plan.tasks if task.index not in self.reused]
 
 
+def launched_by_hydra() -> bool:
+    """Started by MPICH's ``mpiexec`` (hydra), which gives every rank its control descriptor."""
+    return "HYDI_CONTROL_FD" in os.environ
+
+
 class _StopSignals:
-    """SIGTERM/SIGUSR1 (a batch system's warning before the time limit) ask the master to stop cleanly."""
+    """SIGTERM/SIGUSR1 (a batch system's warning before the time limit) ask the master to stop cleanly.
+
+    Under MPICH's ``mpiexec -disable-auto-cleanup``, hydra sends SIGUSR1 to the surviving ranks when
+    a rank ends (measured: within ~10 ms, whatever the exit code). There SIGUSR1 is therefore not a
+    stop request but a notice that a worker may be gone (``exit_notices`` counts them); SIGTERM,
+    which hydra forwards to every rank, remains the way to stop.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self) -> None:
+    def __init__(self, usr1_is_exit_notice: bool = False) -> None:
         self.reason: str | None = None
+        self.exit_notices = 0
+        self._usr1_is_notice = usr1_is_exit_notice
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopSignals:
@@ -140,7 +153,13 @@ class _StopSignals:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.reason = f"received {signal.Signals(signum).name}"
+        if signum == signal.SIGUSR1 and self._usr1_is_notice:
+            self.exit_notices += 1
+        else:
+            self.reason = f"received {signal.Signals(signum).name}"
+
+    def notices(self) -> int:
+        return self.exit_notices
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -176,7 +195,8 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
     progress = (Progress(plan.tasks, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
                 if show_progress else None)
     try:
-        with _StopSignals() as stop:
+        hydra = name == "mpi" and launched_by_hydra()
+        with _StopSignals(usr1_is_exit_notice=hydra) as stop:
             master_cpu = time.process_time()
             options = setup.options
             policy = policy_from_options(options)
@@ -184,7 +204,10 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
                                  cost_model=CostModel(program_estimates(plan)), stop_requested=stop,
                                  stop_grace=setup.options.stop_grace, ready_at=ready_at,
                                  on_dispatch=progress.dispatched if progress is not None else None,
-                                 heartbeat_timeout=setup.options.heartbeat_timeout, on_worker_lost=lost.append)
+                                 on_requeue=progress.requeued if progress is not None else None,
+                                 heartbeat_timeout=setup.options.heartbeat_timeout, on_worker_lost=lost.append,
+                                 exit_notices=stop.notices if hydra else None,
+                                 exit_notice_grace=2 * setup.options.heartbeat_interval + 1)
             master_cpu = time.process_time() - master_cpu
         if progress is not None:
             progress.close()
@@ -340,6 +363,8 @@ def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
     node.Free()
     memory = options.memory_per_task or default_memory_per_task(workers_on_node)
 
+    if launched_by_hydra():  # hydra's notice that a rank ended arrives until the very end: never die of it
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if rank == 0:
         _warn_thread_cap(options.threads_per_task)
         logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)

@@ -8,11 +8,14 @@ calls spin a core at 100%, which oversubscribed nodes (and the master) cannot af
 
 from __future__ import annotations
 
+import logging
 import time
 
 from mpi4py import MPI
 
 from ..backoff import Backoff
+
+logger = logging.getLogger(__name__)
 
 TAG = 17
 ANNOUNCE_TAG = 18
@@ -36,15 +39,19 @@ def await_announcement(comm: MPI.Comm) -> object:
     return comm.recv(source=0, tag=ANNOUNCE_TAG)
 
 
-def _drain(comm: MPI.Comm, source: int, status: MPI.Status) -> list[tuple[int, bytes]]:
-    out = []
+def _drain(comm: MPI.Comm, source: int, status: MPI.Status, out: list) -> None:
+    """Receive every message already there into ``out`` (kept if a peer failure interrupts)."""
     while comm.Iprobe(source=source, tag=TAG, status=status):
         count = status.Get_count(MPI.BYTE)
         sender = status.Get_source()
         buf = bytearray(count)
         comm.Recv([buf, MPI.BYTE], source=sender, tag=TAG)
         out.append((sender, bytes(buf)))
-    return out
+
+
+#: error classes by which a fault-tolerant MPI (ULFM: Open MPI's ``mpirun --with-ft ulfm``) reports a dead peer
+_PEER_FAILED = {getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+                if hasattr(MPI, name)}
 
 
 class MPIMasterTransport:
@@ -58,25 +65,68 @@ class MPIMasterTransport:
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
         self.worker_ids = list(range(1, comm.Get_size()))
-        self._sends: list[tuple[MPI.Request, bytes]] = []  # keep buffers alive until sent
+        self._sends: list[tuple[MPI.Request, bytes, int]] = []  # keep buffers alive until sent
+        self._gone: list[int] = []  # found unreachable, not reported yet
+        self._failed: set[int] = set()  # reported failed by ULFM
         self._status = MPI.Status()
 
     def send(self, worker: int, data: bytes) -> None:
-        request = self.comm.Isend([data, MPI.BYTE], dest=worker, tag=TAG)
-        self._sends.append((request, data))
+        try:
+            request = self.comm.Isend([data, MPI.BYTE], dest=worker, tag=TAG)
+        except MPI.Exception as exc:  # the MPI library knows the rank is gone
+            self._unreachable(worker, exc)
+            return
+        self._sends.append((request, data, worker))
         if len(self._sends) > 64:
             self._reap()
 
+    def _unreachable(self, worker: int, exc: Exception) -> None:
+        logger.warning("cannot reach rank %d: %s", worker, exc)
+        if worker not in self._gone:
+            self._gone.append(worker)
+
     def _reap(self) -> None:
-        self._sends = [(r, d) for r, d in self._sends if not r.Test()]
+        pending = []
+        for request, data, worker in self._sends:
+            try:
+                if not request.Test():
+                    pending.append((request, data, worker))
+            except MPI.Exception as exc:
+                self._unreachable(worker, exc)
+        self._sends = pending
+
+    def _receive(self, events: list) -> None:
+        try:
+            _drain(self.comm, MPI.ANY_SOURCE, self._status, events)
+        except MPI.Exception as exc:
+            if exc.Get_error_class() not in _PEER_FAILED:
+                raise
+            self._acknowledge_failures(exc)
+
+    def _acknowledge_failures(self, exc: Exception) -> None:
+        """ULFM: name the failed ranks and acknowledge them, so ANY_SOURCE receives work again."""
+        self.comm.Ack_failed()
+        failed = self.comm.Get_failed()
+        try:
+            ranks = MPI.Group.Translate_ranks(failed, list(range(failed.Get_size())), self.comm.Get_group())
+        finally:
+            failed.Free()
+        for rank in ranks:
+            if rank not in self._failed:
+                self._failed.add(rank)
+                self._unreachable(rank, exc)
 
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
-        events = _drain(self.comm, MPI.ANY_SOURCE, self._status)
+        events: list[tuple[int, bytes | None]] = []
+        self._receive(events)
         if not events and timeout > 0:
             time.sleep(timeout)
-            events = _drain(self.comm, MPI.ANY_SOURCE, self._status)
+            self._receive(events)
         if self._sends:
             self._reap()
+        if self._gone:  # reported once, as the local transport reports a closed pipe
+            events.extend((worker, None) for worker in self._gone)
+            self._gone.clear()
         return events
 
     def close(self, abandon: bool = False) -> None:

