@@ -91,11 +91,10 @@ read -r -a extra_args <<< "$EXTRA_ARGS"
 cmd+=("${extra_args[@]}")
 
 # MPICH's hydra finds the nodes in $PBS_NODEFILE by itself. -disable-auto-cleanup: by default hydra kills every
-# rank as soon as one exits abnormally; with it, the job survives a worker rank that exits or hangs (detecting
-# dead workers and reassigning their tasks is planned for a later mbe_mpi; today the checkpoint is the safety
-# net). A rank killed by a signal (segfault, OOM killer) still ends the job.
-# Open MPI's mpirun (built with PBS/TM support) finds the nodes too, but needs -x to pass variables to remote
-# nodes, and --with-ft ulfm (Open MPI 5) to survive dead ranks.
+# rank as soon as one exits abnormally; with it, mbe_mpi survives a worker rank that exits or hangs (its tasks
+# go to the others). A rank killed by a signal (segfault, OOM killer) still ends the job: the checkpoint is the
+# safety net there. Open MPI's mpirun (built with PBS/TM support) finds the nodes too, but needs -x to pass
+# variables to remote nodes; with --with-ft ulfm (Open MPI 5) even a rank killed by a signal is survived.
 read -r -a mpiexec_flags <<< "$MPIEXEC_FLAGS"
 launch=("$MPIEXEC" "${mpiexec_flags[@]}" -n "$RANKS" "${cmd[@]}")
 

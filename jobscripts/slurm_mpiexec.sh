@@ -102,10 +102,9 @@ for plugin in $PLUGINS; do cmd+=(--plugin "$plugin"); done
 read -r -a extra_args <<< "$EXTRA_ARGS"
 cmd+=("${extra_args[@]}")
 
-# -disable-auto-cleanup: by default hydra kills every rank as soon as one exits abnormally; with it, the job
-# survives a worker rank that exits or hangs (detecting dead workers and reassigning their tasks is planned for a
-# later mbe_mpi; today the checkpoint is the safety net). A rank killed by a signal (segfault, OOM killer) still
-# ends the job.
+# -disable-auto-cleanup: by default hydra kills every rank as soon as one exits abnormally; with it, mbe_mpi
+# survives a worker rank that exits or hangs (its tasks go to the others). A rank killed by a signal (segfault,
+# OOM killer) still ends the job: the checkpoint is the safety net there (rerun to resume).
 # env -u: hydra starts one proxy per node with srun; if that srun inherited --cpus-per-task, all ranks of a
 # node would be confined to the proxy's few cores. Ranks x threads come from OMP_NUM_THREADS instead.
 launch=(env -u SLURM_CPUS_PER_TASK -u SRUN_CPUS_PER_TASK "$MPIEXEC" -disable-auto-cleanup -n "$RANKS" "${cmd[@]}")

@@ -109,9 +109,8 @@ cmd+=("${extra_args[@]}")
 # --ntasks/--cpus-per-task: srun (SLURM 22.05 and later) does not inherit --cpus-per-task from sbatch, so say it
 #   again: each rank is then bound to its own THREADS_PER_TASK cores.
 # --kill-on-bad-exit=0: do not end the whole step when one task exits with an error, the srun counterpart of
-#   hydra's -disable-auto-cleanup (detecting dead workers and reassigning their tasks is planned for a later
-#   mbe_mpi; today the checkpoint is the safety net). Whether the MPI library itself survives a dead rank is
-#   another matter: see docs/hpc.md.
+#   hydra's -disable-auto-cleanup (mbe_mpi then hands a dead or hung worker's tasks to the others). Whether
+#   the MPI library itself survives a dead rank is another matter: see docs/hpc.md.
 launch=("$SRUN" --mpi="$SRUN_MPI" --ntasks="$RANKS" --cpus-per-task="$THREADS_PER_TASK" --kill-on-bad-exit=0
         "${cmd[@]}")
 

@@ -395,7 +395,7 @@ class SchedulePolicy:
 
     prefetch: int = 2
     level_barrier: bool = True
-    batch_seconds: float = 0.005
+    batch_seconds: float = 0.02
     batch_target: float = 0.02
     max_batch: int = 64
     order: str = "cost"

