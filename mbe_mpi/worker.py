@@ -144,7 +144,8 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
     """
     unsent: list[ResultMessage] = []
     first_unsent = 0.0
-    backoff = Backoff(maximum=max_idle_wait)
+    # 100 us shortest look: shorter ones only steal the GIL (a sleep costs ~70 us on a VM anyway)
+    backoff = Backoff(minimum=1e-4, maximum=max_idle_wait)
     qc.wait_started()
     endpoint.send(encode(ReadyMessage(endpoint.rank)))
     last_sent = time.monotonic()
@@ -187,11 +188,14 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
                     os._exit(0)
             if active:
                 backoff.reset()
-            # While the QC program has work queued, nothing from the master is urgent (a STEAL may
-            # wait a few ms): poll rarely, so that many ranks on a node do not wake up for nothing.
-            backoff.maximum = busy_idle_wait if qc.queue else max_idle_wait
-            # Sleep until a result is ready or the back-off elapses (messages are polled for).
-            if qc.activity.wait(backoff.next_delay() if not unsent else min(backoff.next_delay(), 1e-3)):
+            # Sleep until a result is ready (the QC thread wakes us) or it is time to look for
+            # messages. With tasks queued nothing from the master is urgent (a STEAL may wait a few
+            # ms), and every wake-up takes the GIL from the QC thread: look rarely. With the queue
+            # empty, look often (the next TASK should be here before the running task ends), backing off.
+            timeout = busy_idle_wait if qc.queue else backoff.next_delay()
+            if unsent:  # held results go out at most FLUSH_AFTER_SECONDS late
+                timeout = min(timeout, max(0.0, first_unsent + FLUSH_AFTER_SECONDS - time.perf_counter()))
+            if qc.activity.wait(timeout):
                 qc.activity.clear()
     finally:
         qc.stop()
