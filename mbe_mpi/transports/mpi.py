@@ -60,7 +60,7 @@ class MPIMasterTransport:
     # Polling: each idle wake-up costs ~20 us of CPU, so 5 ms keeps an idle master near 0.5% of a
     # core; workers hold prefetched tasks, so a late reply does not leave them idle.
     max_idle_wait = 5e-3
-    min_idle_wait = 1e-6
+    min_idle_wait = 2.5e-4
 
     def __init__(self, comm: MPI.Comm):
         self.comm = comm
