@@ -124,10 +124,9 @@ def _empty(path: str) -> None:
 def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
     """Build the fragment molecule, run QCEngine, and package the outcome (never raises)."""
     start = time.perf_counter()
-    label = ctx.label(task)
 
     def failure(kind: str, message: str, tb: str = "") -> ResultMessage:
-        error = TaskError(kind, message, tb, label, ctx.rank, task.attempt)
+        error = TaskError(kind, message, tb, ctx.label(task), ctx.rank, task.attempt)  # the label only when needed
         return ResultMessage(task.task_id, ctx.rank, time.perf_counter() - start, error=error)
 
     try:
