@@ -42,8 +42,9 @@ class ExecutionOptions:
     less than this travel several per message (0 disables batching). ``order``: ``cost`` (largest
     expected cost first, with prefetch and stealing) or ``fifo`` (plan order, one task per worker,
     no stealing: the naive baseline, for comparisons). ``isolate_tasks``: run the QC program in a
-    supervised child process of each worker (opt-in for now), so a crash, a hang past ``task_timeout``
-    (seconds) or a memory blow-up past ``memory_per_task`` fails the task, not the worker.
+    supervised child process of each worker (default; ~0.3 ms per task), so a crash, a hang past
+    ``task_timeout`` (seconds) or a memory blow-up past ``memory_per_task`` fails the task, not the
+    worker; false runs it in a thread of the worker.
     ``max_retries``: further attempts at a failed task, after ``retry_backoff`` seconds (doubling)
     and on another worker where possible. ``on_failure``: ``finish`` (default: complete every other
     task, keep all results, then exit 1 listing the failures) or ``stop`` (stop dispatching at once).
@@ -66,7 +67,7 @@ class ExecutionOptions:
     level_barrier: bool = True
     batch_seconds: float = 0.02
     order: str = "cost"
-    isolate_tasks: bool = False
+    isolate_tasks: bool = True
     task_timeout: float | None = None
     max_retries: int = 2
     retry_backoff: float = 1.0

@@ -96,3 +96,12 @@ def test_local_worker_killed_from_outside_is_replaced_by_the_others(tmp_path):
     result = ManyBodyResult.model_validate_json(out.read_text())
     assert len(result.extras["mbe_mpi"]["lost_workers"]) == 1
     assert_same_result(result, sequential_reference(mbi))
+
+
+def test_without_isolation_a_raising_task_is_retried_in_the_worker_thread(tmp_path):
+    """isolate_tasks false: QC runs in a thread of the worker; an exception is still a failed, retried task."""
+    keywords = {"fault": {"kind": "raise", **DIMERS, "attempts": 1}, "state_dir": str(tmp_path / "state")}
+    (tmp_path / "state").mkdir()
+    result = mbe_mpi.compute(_input(keywords), n_workers=2, retry_backoff=0.1, isolate_tasks=False)
+    assert len(list((tmp_path / "state").iterdir())) == 3
+    assert_same_result(result, sequential_reference(_input()))
