@@ -77,7 +77,10 @@ def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: di
                 result = ResultMessage(task.task_id, rank, 0.0, error=TaskError(
                     "memory", "the task ran out of memory (memory_per_task)", "", context.label(task), rank,
                     task.attempt))
-            conn.send_bytes(encode(result))
+            try:
+                conn.send_bytes(encode(result))
+            except OSError:  # the supervising worker is gone (killed): nobody to answer, end quietly
+                return
 
 
 def _death(exitcode: int | None) -> str:

@@ -105,3 +105,17 @@ def test_without_isolation_a_raising_task_is_retried_in_the_worker_thread(tmp_pa
     result = mbe_mpi.compute(_input(keywords), n_workers=2, retry_backoff=0.1, isolate_tasks=False)
     assert len(list((tmp_path / "state").iterdir())) == 3
     assert_same_result(result, sequential_reference(_input()))
+
+
+def test_when_every_worker_is_gone_the_master_stops_and_keeps_the_results(tmp_path):
+    mbi = _input({"seconds": 0.05}, waters=4)  # 4 + 6 + 4 tasks
+    case = tmp_path / "case.json"
+    case.write_text(mbi.model_dump_json())
+    out = tmp_path / "out.json"
+    proc = subprocess.run([sys.executable, "-m", "mbe_mpi", str(case), "-o", str(out), "--n-workers", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "MBE_MPI_FAULT_WORKER_EXIT": "1:3"})
+    assert proc.returncode == 1, proc.stderr
+    assert "every worker is gone (1); 3 results were kept; rerun to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _journaled(tmp_path / "out.checkpoint.sqlite") == 3 and not out.exists()
