@@ -460,9 +460,9 @@ def run_master(
     sends nothing for ``heartbeat_timeout`` seconds (workers send heartbeats), is declared lost: its
     tasks go back to the others (``on_requeue`` hears of each task that a worker held and gave
     back, stolen or lost) and anything it sends later is ignored. ``exit_notices`` counts
-    notices that some worker process ended without saying which (MPICH hydra's SIGUSR1): after
-    one, every worker that stays silent for ``exit_notice_grace`` seconds is declared lost, which
-    finds a rank that exited long before ``heartbeat_timeout``.
+    notices that some worker process ended without saying which (MPICH hydra's SIGUSR1): for a
+    while after one, a worker silent for ``exit_notice_grace`` seconds is declared lost, which finds
+    a rank that exited long before ``heartbeat_timeout``.
     """
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
@@ -529,7 +529,8 @@ def run_master(
                         continue
                     if now - seen > heartbeat_timeout:
                         _lose(worker, f"no message for {now - seen:.0f} s (hung, stopped or gone)")
-                    elif notice_at is not None and seen < notice_at and now - notice_at > exit_notice_grace:
+                    elif (notice_at is not None and exit_notice_grace < now - notice_at < 3 * exit_notice_grace
+                          and now - seen > exit_notice_grace):  # live workers speak every heartbeat_interval
                         _lose(worker, f"silent for {now - seen:.0f} s after mpiexec reported a rank's end")
             if len(lost) == len(transport.worker_ids):
                 raise TaskFailedError(
