@@ -517,8 +517,8 @@ def run_master(
                     sent_at[task.index] = now
                     if on_dispatch is not None:
                         on_dispatch(action.worker, task)
-            if exit_notices is not None and exit_notices() != notices_seen:
-                notices_seen = exit_notices()
+            if exit_notices is not None and (count := exit_notices()) != notices_seen:
+                notices_seen = count
                 notice_at = time.monotonic()
                 logger.warning("mpiexec reports that a rank has ended; workers silent for %.0f s are declared lost",
                                exit_notice_grace)

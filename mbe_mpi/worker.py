@@ -74,11 +74,6 @@ class QCThread:
             taken = [self.queue.pop() for _ in range(min(count, len(self.queue)))]
         return tuple(task.task_id for task in taken)
 
-    @property
-    def idle(self) -> bool:
-        with self._lock:
-            return not self.busy and not self.queue
-
     def stop(self) -> None:
         """No more tasks; when the thread is not in a task, let it finish and clean up (``close``)."""
         with self._work:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from qcmanybody.models.v2 import ManyBodyResult
 
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
 from .helpers import REPO, mpiexec
+from .test_faults import _journaled
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,14 +33,6 @@ def _input(seconds: float):
             "keywords": {"seconds": seconds}}
     return manybody_input(cluster_molecule(WATERS), driver="gradient", bsse=["nocp"], max_nbody=3,
                           specification=spec)
-
-
-def _journaled(path: Path) -> int:
-    try:
-        with sqlite3.connect(path) as db:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.Error:
-        return 0  # not created yet
 
 
 def _rank_process(launcher: psutil.Process, rank: int) -> psutil.Process:

@@ -13,14 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
-from qcmanybody.models.v2 import ManyBodyResult
 
-from ..cli.test_mpi_faults import _input, _journaled
-from ..conftest import assert_same_result, sequential_reference
+from ..cli.test_mpi_faults import _finish, _input, _wait_for_results
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,17 +48,11 @@ def test_rank_killed_by_a_signal_is_survived_with_ulfm(tmp_path):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", **ROOT_OK})
 
-    deadline = time.monotonic() + 150
-    while _journaled(checkpoint) < 20:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
+    _wait_for_results(proc, checkpoint, 20)
     ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
              if p.environ().get("OMPI_COMM_WORLD_RANK") == "2" and "mbe_mpi" in " ".join(p.cmdline())]
     assert len(ranks) == 1, ranks
     ranks[0].send_signal(signal.SIGKILL)
-    _, stderr = proc.communicate(timeout=200)
-    assert proc.returncode == 0, stderr
+    result, stderr = _finish(proc, out)  # exit 0, and exactly QCManyBody's sequential result
     assert "worker 2 is lost" in stderr
-    result = ManyBodyResult.model_validate_json(out.read_text())
     assert result.extras["mbe_mpi"]["lost_workers"] == [2]
-    assert_same_result(result, sequential_reference(_input(0.0)))
