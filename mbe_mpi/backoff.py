@@ -33,3 +33,29 @@ class Backoff:
         delay = self.next_delay()
         if delay > 0:
             time.sleep(delay)
+
+
+class ArrivalRate:
+    """Messages per second over the last complete window: tells whether waiting collects several.
+
+    Sleeping ``hold`` seconds before reading is itself a wake-up; it saves wake-ups only when more
+    than one message is expected in that time, so the master holds only when
+    ``rate * hold >= worthwhile``. Cheap to update: a counter and one clock reading per call.
+    """
+
+    def __init__(self, window: float = 1.0, worthwhile: float = 2.0, now: float | None = None):
+        self.window = window
+        self.worthwhile = worthwhile
+        self.rate = 0.0
+        self._count = 0
+        self._start = time.monotonic() if now is None else now
+
+    def add(self, count: int, now: float) -> None:
+        self._count += count
+        if now - self._start >= self.window:
+            self.rate = self._count / (now - self._start)
+            self._count = 0
+            self._start = now
+
+    def worth_holding(self, hold: float) -> bool:
+        return hold > 0 and self.rate * hold >= self.worthwhile

@@ -30,6 +30,7 @@ class CostModel:
         self._absolute = absolute
         self._sum: dict[ShapeKey, float] = {}
         self._count: dict[ShapeKey, int] = {}
+        self._shortest: dict[ShapeKey, float] = {}
         self._mc_seconds: dict[int, float] = {}  # measured seconds per prior unit, by model chemistry
         self._mc_units: dict[int, float] = {}
         self.observations = 0
@@ -38,6 +39,7 @@ class CostModel:
         key = shape_of(task)
         self._sum[key] = self._sum.get(key, 0.0) + seconds
         self._count[key] = self._count.get(key, 0) + 1
+        self._shortest[key] = min(seconds, self._shortest.get(key, seconds))
         self._mc_seconds[task.mc_index] = self._mc_seconds.get(task.mc_index, 0.0) + seconds
         self._mc_units[task.mc_index] = self._mc_units.get(task.mc_index, 0.0) + task.cost
         self.observations += 1
@@ -58,6 +60,11 @@ class CostModel:
         if self.observations:  # another model chemistry's rate: rough, but in seconds like the rest
             return task.cost * sum(self._mc_seconds.values()) / max(sum(self._mc_units.values()), 1e-300)
         return None
+
+    def shortest(self, task: Task) -> float | None:
+        """The shortest time measured for tasks like this one (else the expectation): a safe lower bound."""
+        shortest = self._shortest.get(shape_of(task))
+        return shortest if shortest is not None else self.seconds(task)
 
     def sort_key(self, task: Task) -> tuple[int, float, int]:
         """Dispatch order: level, then largest expected cost first (seconds once known, else the prior)."""

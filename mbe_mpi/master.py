@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .backoff import Backoff
+from .backoff import ArrivalRate, Backoff
 from .costs import CostModel
 from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
@@ -174,6 +174,7 @@ class Scheduler:
         self.level: int | None = None
         self.stopped = False
         self.running_count = 0  # tasks handed out and not completed
+        self.last_batch_seconds: float | None = None  # expected work of the latest TASK message
         self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
         self._open_next_level()
         for worker in workers:
@@ -310,16 +311,17 @@ class Scheduler:
     def _next_batch(self) -> list[Task]:
         first = self.pending.popleft()
         batch = [first]
-        if self.batch_seconds > 0:
-            estimate = self.cost_model.seconds(first)
-            if estimate is not None and estimate < self.batch_seconds:
-                total = estimate
-                while self.pending and len(batch) < self.max_batch and total < self.batch_target:
-                    following = self.cost_model.seconds(self.pending.peek())
-                    if following is None or following >= self.batch_seconds:
-                        break
-                    batch.append(self.pending.popleft())
-                    total += following
+        estimate = self.cost_model.seconds(first)
+        total = estimate
+        if self.batch_seconds > 0 and estimate is not None and estimate < self.batch_seconds:
+            while self.pending and len(batch) < self.max_batch and total < self.batch_target:
+                following = self.cost_model.seconds(self.pending.peek())
+                if following is None or following >= self.batch_seconds:
+                    break
+                batch.append(self.pending.popleft())
+                total += following
+        # what the hold (hold_time) relies on: the least this message keeps its worker busy
+        self.last_batch_seconds = total if len(batch) > 1 else self.cost_model.shortest(first)
         return batch
 
     def _assign_retries(self, now: float, out: list[Assign | Steal]) -> None:
@@ -365,6 +367,22 @@ class Scheduler:
             out.extend(self._steals())
         return out
 
+    def hold_time(self, cap: float, fraction: float = 0.5) -> float:
+        """How long results may wait unread without any worker running out of work.
+
+        While tasks are pending every worker holds ``prefetch`` TASK messages, and the queued ones
+        were handed out largest first, so each is expected to take at least as long as the latest
+        (``last_batch_seconds``). A worker that reports a result therefore still has that much work
+        in hand, and the master can leave the report unread for a fraction of it and take several
+        reports in one wake-up. (For a single task, the shortest time measured for its shape is
+        used, not the mean.) Zero when that argument does not hold: nothing pending (a level's
+        tail, steals), no queued messages (``prefetch`` 1), retries waiting, or costs not known yet.
+        """
+        if (self.prefetch < 2 or self.stopped or not self.pending or self.retries or self.stealing
+                or self.last_batch_seconds is None):
+            return 0.0
+        return min(cap, fraction * self.last_batch_seconds)
+
     def _steals(self) -> list[Steal]:
         """For each worker with nothing to do, ask the most loaded other worker for half its queue."""
         idle = [w for w in self.hungry if w in self.batches and not self.batches[w]]
@@ -390,7 +408,9 @@ class SchedulePolicy:
     ``prefetch``: TASK messages a worker may hold (one running, the rest queued) -- 2 hides the
     master's round trip behind the running task. ``batch_seconds``: tasks expected to take less than
     this (as measured, once the cost model has seen tasks like them) travel together, up to
-    ``batch_target`` seconds of work per message.
+    ``batch_target`` seconds of work per message. ``max_hold``: while every worker has queued work,
+    the master may leave results unread up to this long (and half the expected length of the
+    queued work) to take them in bursts -- one wake-up for several results.
     """
 
     prefetch: int = 2
@@ -403,6 +423,7 @@ class SchedulePolicy:
     max_retries: int = 0
     retry_backoff: float = 1.0
     stop_on_failure: bool = False
+    max_hold: float = 0.05
 
     def scheduler(self, tasks_by_level: dict[int, list[Task]], cost_model: CostModel | None = None) -> Scheduler:
         return Scheduler(tasks_by_level, prefetch=self.prefetch, level_barrier=self.level_barrier,
@@ -467,6 +488,7 @@ def run_master(
     results: dict[int, ResultMessage] = {}
     failures: list[tuple[Task, ResultMessage]] = []
     backoff = Backoff(minimum=transport.min_idle_wait, maximum=transport.max_idle_wait)
+    arrivals = ArrivalRate(now=time.monotonic())
     stop_reason: str | None = None
     deadline = float("inf")
     scheduler: Scheduler | None = None
@@ -480,6 +502,7 @@ def run_master(
     # when something changed (a message arrived, a retry fell due, a worker was lost), silence is
     # checked for once a second, and waiting blocks (pipes) or backs off (MPI polling) in the transport.
     changed = True
+    events: list[tuple[int, bytes | None]] = []
     next_silence_check = 0.0
     notices_seen = 0
     notice_at: float | None = None
@@ -535,7 +558,12 @@ def run_master(
             if len(lost) == len(transport.worker_ids):
                 raise TaskFailedError(
                     f"every worker is gone ({len(lost)}); {len(results)} results were kept; rerun to resume")
+            # one wake-up per result is most of the master's cost when tasks take tens of ms: while
+            # every worker has queued work, let results gather and take them in one go
+            if events and arrivals.worth_holding(hold := scheduler.hold_time(policy.max_hold)):
+                time.sleep(hold)
             events = transport.wait(backoff.next_delay())
+            arrivals.add(len(events), time.monotonic())
             if events:
                 backoff.reset()
                 changed = True

@@ -1,0 +1,208 @@
+"""The master loop (``run_master``) on a virtual clock: results taken in bursts, no worker starved.
+
+The workers are simulated inside a fake transport: a task sent to a worker starts when the worker
+is free and its RESULT becomes readable when it ends. ``time`` in the master (and its back-off
+helpers) is replaced by the same virtual clock, so the test is exact and instant.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+
+import pytest
+
+import mbe_mpi.backoff
+import mbe_mpi.master
+from mbe_mpi.backoff import ArrivalRate
+from mbe_mpi.costs import CostModel
+from mbe_mpi.master import SchedulePolicy, Scheduler, run_master
+from mbe_mpi.plan import Task, build_plan
+from mbe_mpi.protocol import ReadyMessage, ResultMessage, StealMessage, StolenMessage, TaskMessage, decode, encode
+from tests.conftest import cluster_molecule, manybody_input
+
+
+class VirtualClock:
+    """Stands in for the ``time`` module: sleeping moves the clock, nothing else does."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class VirtualWorkers:
+    """A MasterTransport whose workers run each task for ``duration(task_id)`` virtual seconds."""
+
+    min_idle_wait = max_idle_wait = 0.05  # blocking waits, as on pipes
+
+    def __init__(self, clock: VirtualClock, n_workers: int, duration):
+        self.clock = clock
+        self.duration = duration
+        self.worker_ids = list(range(1, n_workers + 1))
+        self.free_at = dict.fromkeys(self.worker_ids, 0.0)
+        self.runs: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)  # worker -> (start, end)
+        self.results_per_wait: list[int] = []
+        self.last_task_sent = 0.0
+        self._outbox: list[tuple[float, int, int, bytes]] = []
+        self._order = itertools.count()
+        for worker in self.worker_ids:
+            self._post(0.0, worker, encode(ReadyMessage(worker)))
+
+    def _post(self, at: float, worker: int, data: bytes) -> None:
+        heapq.heappush(self._outbox, (at, next(self._order), worker, data))
+
+    def send(self, worker: int, data: bytes) -> None:
+        message = decode(data)
+        if isinstance(message, TaskMessage):
+            self.last_task_sent = self.clock.now
+            for spec in message.tasks:
+                start = max(self.free_at[worker], self.clock.now)
+                end = start + self.duration(spec.task_id)
+                self.free_at[worker] = end
+                self.runs[worker].append((start, end))
+                self._post(end, worker, encode(ResultMessage(spec.task_id, worker, end - start, energy=-1.0)))
+        elif isinstance(message, StealMessage):  # tasks were planned to run already: give nothing back
+            self._post(self.clock.now, worker, encode(StolenMessage(worker, ())))
+
+    def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
+        if self._outbox and self._outbox[0][0] > self.clock.now and timeout > 0:
+            self.clock.now = min(self._outbox[0][0], self.clock.now + timeout)  # block until the next message
+        events = []
+        while self._outbox and self._outbox[0][0] <= self.clock.now:
+            _, _, worker, data = heapq.heappop(self._outbox)
+            events.append((worker, data))
+        self.results_per_wait.append(len(events))
+        return events
+
+    def close(self, abandon: bool = False) -> None:
+        pass
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = VirtualClock()
+    monkeypatch.setattr(mbe_mpi.master, "time", clock)
+    monkeypatch.setattr(mbe_mpi.backoff, "time", clock)
+    return clock
+
+
+def _trimer_tasks():
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"seconds": 0.001}}
+    plan = build_plan(manybody_input(cluster_molecule(7), bsse=["nocp"], max_nbody=3, specification=spec))
+    return plan, plan.by_level()[3]  # one level: no barrier in the way
+
+
+def test_results_are_taken_in_bursts_and_no_worker_waits_for_work(clock):
+    plan, tasks = _trimer_tasks()
+    assert len(tasks) == 35
+
+    workers = VirtualWorkers(clock, 8, _duration)
+    many = _repeat(tasks, 12)  # 420 tasks of 60-100 ms on 8 workers: ~4 s, several 1-s rate windows
+    results = run_master(workers, plan, tasks=many, policy=SchedulePolicy(max_hold=0.05),
+                         cost_model=CostModel(lambda t: _duration(t.index)))
+
+    assert sorted(results) == sorted(t.index for t in many)  # every task once
+    held = [s for s in clock.sleeps if s > 0]
+    assert held, "the master never held results back"
+    assert max(held) <= 0.55 * min(_duration(t.index) for t in many)  # about half the shortest task
+    busy_waits = [n for n in workers.results_per_wait if n]
+    print(f"results per wake-up: {sum(busy_waits) / len(busy_waits):.2f}")
+    assert sum(busy_waits) / len(busy_waits) >= 1.75  # ~2 results per wake-up (1.0 without the hold)
+    for worker, runs in workers.runs.items():  # back to back while there was work to hand out
+        for (_, end), (start, _) in itertools.pairwise(runs):
+            if end < workers.last_task_sent:
+                assert start == end, f"worker {worker} waited {start - end:.3f} s for work"
+
+
+def _duration(task_id: int) -> float:
+    """60 to 100 ms, spread irregularly (no two results at the same instant by construction)."""
+    return 0.06 + 0.04 * ((task_id * 0.6180339887) % 1.0)
+
+
+def _repeat(tasks: list[Task], times: int) -> list[Task]:
+    """The same trimer tasks under new indices, to make a run long enough to measure a message rate."""
+    return [Task(t.index + k * 1000, t.mc_index, t.real, t.basis, t.cost) for k in range(times) for t in tasks]
+
+
+def test_holding_off_means_one_wake_up_per_result(clock):
+    """The same run without the hold: the comparison that shows the bursts above come from it."""
+    plan, tasks = _trimer_tasks()
+    workers = VirtualWorkers(clock, 8, _duration)
+    run_master(workers, plan, tasks=_repeat(tasks, 12), policy=SchedulePolicy(max_hold=0.0))
+    busy_waits = [n for n in workers.results_per_wait if n]
+    assert not [s for s in clock.sleeps if s > 0]
+    print(f"results per wake-up: {sum(busy_waits) / len(busy_waits):.2f}")
+    assert sum(busy_waits) / len(busy_waits) < 1.2
+
+
+def _costed(seconds: list[float]) -> tuple[list[Task], CostModel]:
+    """Monomers whose cost sets their basis size, so equal costs share a shape (as in a real plan)."""
+    sizes = {cost: k for k, cost in enumerate(sorted(set(seconds)), start=1)}
+    tasks = [Task(i, 0, (1,), tuple(range(1, sizes[s] + 1)), cost=s) for i, s in enumerate(seconds)]
+    return tasks, CostModel(lambda t: t.cost)
+
+
+def test_hold_time_is_half_the_latest_message_while_tasks_are_pending():
+    tasks, model = _costed([0.4, 0.3, 0.2, 0.1, 0.1, 0.1])
+    sched = Scheduler({1: tasks}, [1, 2], prefetch=2, cost_model=model)
+    assert sched.hold_time(cap=1.0) == 0.0  # nothing handed out yet
+    sched.actions()  # 0.4, 0.3, 0.2, 0.1 go out; two 0.1 s tasks wait
+    assert sched.hold_time(cap=1.0) == pytest.approx(0.05)
+    assert sched.hold_time(cap=0.01) == 0.01
+    first = sched.batches[1][0][0]
+    sched.task_done(1, first.index, seconds=first.cost)
+    sched.actions()  # one more goes out, one is still pending
+    assert sched.pending and sched.hold_time(cap=1.0) == pytest.approx(0.05)
+    second = sched.batches[2][0][0]
+    sched.task_done(2, second.index, seconds=second.cost)
+    sched.actions()
+    assert not sched.pending and sched.hold_time(cap=1.0) == 0.0  # the tail: results are read at once
+
+
+@pytest.mark.parametrize("case", ["prefetch 1", "unknown costs", "retry waiting", "stopped"])
+def test_no_hold_when_a_reported_result_may_leave_a_worker_without_work(case):
+    tasks, model = _costed([0.4, 0.3, 0.2, 0.1, 0.1, 0.1])
+    sched = Scheduler({1: tasks}, [1, 2], prefetch=1 if case == "prefetch 1" else 2,
+                      cost_model=CostModel() if case == "unknown costs" else model, max_retries=1)
+    sched.actions()
+    if case == "retry waiting":
+        sched.task_failed(1, sched.batches[1][0][0].index, now=0.0)
+    if case == "stopped":
+        sched.stop()
+    assert sched.hold_time(cap=1.0) == 0.0
+
+
+def test_arrival_rate_decides_whether_holding_saves_wake_ups():
+    rate = ArrivalRate(window=1.0, worthwhile=2.0, now=0.0)
+    assert not rate.worth_holding(0.05)  # nothing measured yet
+    for k in range(80):  # 80 messages in the first second
+        rate.add(1, k / 80)
+    rate.add(0, 1.0)
+    assert rate.rate == pytest.approx(80.0)
+    assert rate.worth_holding(0.05)  # 4 messages expected per hold
+    assert not rate.worth_holding(0.02)  # 1.6: holding would add a wake-up more often than save one
+    assert not rate.worth_holding(0.0)
+
+
+def test_hold_follows_the_shortest_measured_task_of_a_shape():
+    """Learned means can overestimate a shape's short tasks: the hold uses the shortest measured instead."""
+    tasks = [Task(i, 0, (1,), (1,), cost=1.0) for i in range(8)]
+    model = CostModel(lambda t: 0.2)  # the prior: 200 ms each
+    sched = Scheduler({1: tasks}, [1], prefetch=2, cost_model=model)
+    sched.actions()
+    assert sched.hold_time(cap=1.0) == pytest.approx(0.1)
+    sched.task_done(1, sched.batches[1][0][0].index, seconds=0.3)
+    sched.task_done(1, sched.batches[1][0][0].index, seconds=0.02)  # mean 0.16 s, shortest 0.02 s
+    sched.actions()
+    assert sched.hold_time(cap=1.0) == pytest.approx(0.01)
