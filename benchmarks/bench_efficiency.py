@@ -15,7 +15,7 @@ makespan = first TASK sent to last RESULT received (start-up excluded). Lower bo
 task); without barrier, max(all work / workers, longest task). Master CPU: process time of the
 master during the scheduling loop, as a share of one core over the makespan.
 
-    python benchmarks/bench_efficiency.py [--waters 13] [--workers 8] [--seconds 0.0004]
+    python benchmarks/bench_efficiency.py [--waters 13] [--workers 8] [--seconds 0.0004] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=0.0004)
     parser.add_argument("--exponent", type=float, default=2.5)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each schedule, interleaved; the table "
+                        "gives the median (and range) of each figure")
     args = parser.parse_args()
 
     import mbe_mpi  # noqa: F401
@@ -86,29 +88,40 @@ def main() -> None:
         "mbe_mpi, no level barrier": ({"level_barrier": False}, SchedulePolicy(level_barrier=False)),
         "FIFO order, level barrier (baseline)": ({"order": "fifo"}, FIFO_POLICY),
     }
-    rows = []
+    runs: dict[str, list[tuple]] = {name: [] for name in modes}
     reference = None
-    for name, (options, policy) in modes.items():
-        started = time.perf_counter()
-        result, timeline, makespan, timing = run_mode(mbi, args.workers, **options)
-        barrier_bound, global_bound = _bounds(timeline, args.workers)
-        bound = barrier_bound if policy.level_barrier else global_bound
-        predicted = simulate(plan.by_level(), args.workers, expected, policy).makespan
-        master_share = timing["master_cpu_time"] / makespan
-        idle = sum(level["barrier_idle"] for level in timing["levels"].values())
-        rows.append((name, makespan, bound, barrier_bound, predicted, master_share, idle,
-                     time.perf_counter() - started))
-        if reference is None:
-            reference = result.return_result
-        assert result.return_result == reference  # same numbers whatever the schedule
-        print(f"  {name}: makespan {makespan:.2f} s", flush=True)
+    for repeat in range(args.repeats):
+        for name, (options, policy) in modes.items():
+            result, timeline, makespan, timing = run_mode(mbi, args.workers, **options)
+            barrier_bound, global_bound = _bounds(timeline, args.workers)
+            bound = barrier_bound if policy.level_barrier else global_bound
+            idle = sum(level["barrier_idle"] for level in timing["levels"].values())
+            runs[name].append((makespan, bound, makespan / bound, makespan / barrier_bound,
+                               timing["master_cpu_time"] / makespan, idle))
+            if reference is None:
+                reference = result.return_result
+            assert result.return_result == reference  # same numbers whatever the schedule
+            print(f"  run {repeat + 1}, {name}: makespan {makespan:.2f} s, / bound {makespan / bound:.3f}, "
+                  f"master CPU {timing['master_cpu_time'] / makespan:.2%}", flush=True)
     print()
+    print(f"median (range) of {args.repeats} run(s)")
     print("| schedule | makespan (s) | lower bound (s) | makespan / bound | makespan / barrier bound "
           "| predicted (s) | predicted / real | master CPU (share of a core) | barrier idle (worker-s) |")
     print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
-    for name, makespan, bound, barrier_bound, predicted, share, idle, _ in rows:
-        print(f"| {name} | {makespan:.2f} | {bound:.2f} | {makespan / bound:.3f} | {makespan / barrier_bound:.3f} "
-              f"| {predicted:.2f} | {predicted / makespan:.3f} | {share:.2%} | {idle:.2f} |")
+    for name, (_, policy) in modes.items():
+        columns = list(zip(*runs[name], strict=True))
+        makespan = statistics.median(columns[0])
+        predicted = simulate(plan.by_level(), args.workers, expected, policy).makespan
+        cells = [_cell(columns[0], "{:.2f}"), _cell(columns[1], "{:.2f}"), _cell(columns[2], "{:.3f}"),
+                 _cell(columns[3], "{:.3f}"), f"{predicted:.2f}", f"{predicted / makespan:.3f}",
+                 _cell(columns[4], "{:.2%}"), _cell(columns[5], "{:.2f}")]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def _cell(values, form: str) -> str:
+    """Median, and the range when there are several runs."""
+    median = form.format(statistics.median(values))
+    return median if len(values) == 1 else f"{median} ({form.format(min(values))}–{form.format(max(values))})"
 
 
 if __name__ == "__main__":
