@@ -24,7 +24,7 @@ from qcmanybody import ManyBodyCore
 from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.utils import labeler
 
-from .fragments import build_atomic_input, build_fragment_molecule
+from .fragments import FragmentBuilder, build_atomic_input
 from .plan import atomic_specifications, make_computer
 from .protocol import ResultMessage, TaskError, TaskSpec
 
@@ -53,6 +53,10 @@ class WorkerContext:
     scratch_dir: str | None = None
     keep_scratch: bool = False
     _scratch: str | None = dataclasses.field(default=None, repr=False)
+    fragments: FragmentBuilder = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fragments = FragmentBuilder(self.core)
 
     @classmethod
     def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float,
@@ -132,7 +136,7 @@ def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
     try:
         mc = ctx.model_chemistries[task.mc_index]
         spec = ctx.specifications[mc]
-        molecule = build_fragment_molecule(ctx.core, task.real, task.basis)
+        molecule = ctx.fragments.molecule(task.real, task.basis)
         atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
         with task_scratch(ctx, task) as scratch:
             task_config = {**ctx.task_config, "scratch_directory": scratch}

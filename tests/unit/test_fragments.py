@@ -9,7 +9,7 @@ from qcelemental.models.v2 import AtomicInput
 from qcmanybody import ManyBodyCore
 from qcmanybody.utils import labeler
 
-from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
+from mbe_mpi.fragments import FragmentBuilder, build_atomic_input, build_fragment_molecule
 from mbe_mpi.plan import atomic_specifications, build_plan, iter_labels
 
 from ..conftest import cluster_molecule, manybody_input
@@ -30,9 +30,12 @@ def _core(case, embedding=None):
                         embedding_charges=embedding or {})
 
 
+@pytest.mark.parametrize("builder", ["validated", "FragmentBuilder"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_molecules_equal_iterate_molecules(name):
+def test_molecules_equal_iterate_molecules(name, builder):
     core = _core(CASES[name])
+    fast = FragmentBuilder(core)
+    build = fast.molecule if builder == "FragmentBuilder" else lambda real, basis: build_fragment_molecule(core, real, basis)
     reference = list(core.iterate_molecules())
     assert len(reference) > 3
     labels = [labeler(mc, real, basis) for mc, real, basis in iter_labels(core)]
@@ -40,23 +43,33 @@ def test_molecules_equal_iterate_molecules(name):
     ghosts = 0
     for (mc, real, basis), (ref_mc, _, ref_mol) in zip(iter_labels(core), reference, strict=True):
         assert mc == ref_mc
-        mol = build_fragment_molecule(core, real, basis)
+        mol = build(real, basis)
         assert mol.model_dump_json() == ref_mol.model_dump_json()
+        assert mol.model_fields_set == ref_mol.model_fields_set  # what exclude_unset dumps sees too
+        assert mol == ref_mol  # qcelemental's own comparison (hash of geometry, symbols, charges ...)
         ghosts += not all(mol.real)
     if "cp" in CASES[name]["bsse"] or "vmfc" in CASES[name]["bsse"]:
         assert ghosts > 0  # the case really exercises counterpoise ghosts
+    if builder == "FragmentBuilder":
+        assert len(fast._templates) < len(reference)  # some molecules really were copies
 
 
-def test_molecules_with_embedding_charges(monkeypatch):
-    monkeypatch.setenv("QCMANYBODY_EMBEDDING_CHARGES", "1")
-    embedding = {1: [-0.8, 0.4, 0.4], 2: [-0.8, 0.4, 0.4], 3: [-0.8, 0.4, 0.4], 4: [-0.8, 0.4, 0.4]}
-    core = _core(dict(n=4, bsse=["nocp"], levels={1: "hf", 2: "hf", 3: "hf"}), embedding)
+def test_fragment_builder_copies_are_independent_and_cover_a_realistic_cluster():
+    """Ten waters from water32.xyz, VMFC 3-body: 985 molecules of a few kinds, all equal to QCManyBody's."""
+    core = ManyBodyCore(cluster_molecule(10), ["vmfc"], {1: "hf", 2: "hf", 3: "hf"}, return_total_data=True,
+                        supersystem_ie_only=False, embedding_charges={})
+    fast = FragmentBuilder(core)
     count = 0
     for (_, real, basis), (_, _, ref_mol) in zip(iter_labels(core), core.iterate_molecules(), strict=True):
-        mol = build_fragment_molecule(core, real, basis)
+        mol = fast.molecule(real, basis)
         assert mol.model_dump_json() == ref_mol.model_dump_json()
-        count += bool(mol.extras.get("embedding_charges"))
-    assert count > 0
+        mol.extras["touched"] = True  # a harness writing into one task's molecule ...
+        mol.geometry[0, 0] += 1.0
+        count += 1
+    assert count == 985
+    assert len(fast._templates) < 40
+    for template in fast._templates.values():  # ... leaves the kept templates alone
+        assert "touched" not in template.extras
 
 
 def test_atomic_input_equals_sequential_computer():
@@ -67,10 +80,11 @@ def test_atomic_input_equals_sequential_computer():
                                         "keywords": {"conv_tol": 1e-10}})
     plan = build_plan(mbi)
     specs = atomic_specifications(plan.computer)
+    fast = FragmentBuilder(plan.core)
     for (mc, label, mol), task in zip(plan.core.iterate_molecules(), plan.tasks, strict=True):
         assert plan.label(task) == label
         reference = AtomicInput(molecule=mol, specification=copy.deepcopy(specs[mc]["specification"]))
-        built = build_atomic_input(build_fragment_molecule(plan.core, task.real, task.basis),
-                                   specs[mc]["program"], specs[mc]["specification"])
-        assert built.model_dump_json() == reference.model_dump_json()
+        for molecule in (build_fragment_molecule(plan.core, task.real, task.basis), fast.molecule(task.real, task.basis)):
+            built = build_atomic_input(molecule, specs[mc]["program"], specs[mc]["specification"])
+            assert built.model_dump_json() == reference.model_dump_json()
         assert built.specification.driver == "gradient"  # the many-body driver wins
