@@ -171,6 +171,9 @@ class Scheduler:
         self.hungry: collections.deque[int] = collections.deque()
         self.spare: collections.deque[int] = collections.deque()
         self.stealing: set[int] = set()  # victims asked to give tasks back, answer not yet in
+        # victims that had nothing to give (their "queued" task had started; its result is on the
+        # way): not asked again until they report a result, or steals would ping-pong meanwhile
+        self.nothing_to_steal: set[int] = set()
         self.level: int | None = None
         self.stopped = False
         self.running_count = 0  # tasks handed out and not completed
@@ -212,6 +215,7 @@ class Scheduler:
         self.spare.extend([worker] * (self.prefetch - 1))
 
     def _take(self, worker: int, task_index: int) -> Task:
+        self.nothing_to_steal.discard(worker)
         batches = self.batches[worker]
         for i, batch in enumerate(batches):
             for j, task in enumerate(batch):
@@ -268,6 +272,7 @@ class Scheduler:
         self.stealing.discard(victim)
         wanted = set(task_indices)
         if not wanted:
+            self.nothing_to_steal.add(victim)
             return []
         back = []
         batches = self.batches[victim]
@@ -389,7 +394,7 @@ class Scheduler:
         if not idle:
             return []
         queued = {w: sum(len(b) for b in batches) - 1 for w, batches in self.batches.items()
-                  if w not in self.stealing and batches}
+                  if w not in self.stealing and w not in self.nothing_to_steal and batches}
         steals = []
         for _ in idle:
             victim = max(queued, key=queued.get, default=None)

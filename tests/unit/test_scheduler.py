@@ -197,3 +197,16 @@ def test_stop_dispatches_nothing_more_but_running_completes():
     assert sched.actions() == []
     sched.task_done(b.worker, b.tasks[0].index)
     assert sched.finished
+
+
+def test_a_victim_with_nothing_to_give_is_not_asked_again_until_it_reports():
+    """Its queued tasks had started before the STEAL arrived: asking again at once would only ping-pong."""
+    tasks = [Task(i, 0, (1,), (1,), cost=float(100 - i)) for i in range(3)]
+    sched = Scheduler({1: tasks}, [1], prefetch=3)
+    sched.actions()  # worker 1 holds all three
+    sched.worker_ready(2)
+    assert sched.actions() == [Steal(victim=1, count=1)]
+    assert sched.stolen(1, []) == []  # the worker had already moved on
+    assert sched.actions() == []  # no second STEAL to the same victim ...
+    sched.task_done(1, 0, seconds=0.1)
+    assert sched.actions() == [Steal(victim=1, count=1)]  # ... until it has reported again
