@@ -129,7 +129,15 @@ def checkpoint_path(output: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        runner = sys.modules.get("mbe_mpi.runner")  # imported only once a run has begun
+        if runner is not None:
+            runner.finalize_mpi()
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "plan":  # the dry run: task counts and predicted wall time
         from .forecast import main as plan_main
 

@@ -22,6 +22,7 @@ from .costs import CostModel
 from .errors import RunStopped, TaskFailedError
 from .plan import Plan, Task
 from .protocol import (
+    GoodbyeMessage,
     HeartbeatMessage,
     ReadyMessage,
     ResultBatch,
@@ -441,6 +442,8 @@ DEFAULT_POLICY = SchedulePolicy()
 
 #: seconds a worker may take to start (import, QC child) before silence counts against it
 STARTUP_ALLOWANCE = 300.0
+#: seconds a started worker may take to answer SHUTDOWN (it reads messages every few ms, even mid-task)
+GOODBYE_TIMEOUT = 10.0
 
 
 def policy_from_options(options: Any) -> SchedulePolicy:
@@ -611,15 +614,45 @@ def run_master(
                     raise RuntimeError(f"master received an unexpected {type(message).__name__} from worker {worker}")
     finally:
         abandoned = scheduler.running_count if scheduler is not None else 0
-        for worker in transport.worker_ids:
-            if worker not in lost:
-                transport.send(worker, encode(ShutdownMessage()))
+        remaining = [worker for worker in transport.worker_ids if worker not in lost]
+        for worker in remaining:
+            transport.send(worker, encode(ShutdownMessage()))
+        await_goodbyes(transport, remaining, started=set(ready_at), hurry=abandoned > 0)
         transport.close(abandon=abandoned > 0)
     if failures:
         raise TaskFailedError(_failure_text(plan, failures), failures)
     if stop_reason is not None:
         raise RunStopped(stop_reason, abandoned=abandoned)
     return results
+
+
+def await_goodbyes(transport: MasterTransport, workers: Iterable[int], *, started: set[int] = frozenset(),
+                   hurry: bool = False) -> None:
+    """After SHUTDOWN, take in messages until each worker's GOODBYE (its last) has come.
+
+    Whatever a worker sent before it read SHUTDOWN (a heartbeat, a STOLEN answer, the READY of a
+    worker still starting) is received here and dropped, so nothing is left in flight when the
+    master ends: MPICH's MPI_Finalize fails on a message never received, and hydra then kills every
+    rank (exit code 9) after the result was written. A started worker answers within milliseconds;
+    one still starting gets ``STARTUP_ALLOWANCE`` (MPI_Finalize would wait for it anyway); when
+    stopping with tasks abandoned (``hurry``), one second. A worker whose process ends is not waited for.
+    """
+    now = time.monotonic()
+    deadlines = {worker: now + (1.0 if hurry else GOODBYE_TIMEOUT if worker in started else STARTUP_ALLOWANCE)
+                 for worker in workers}
+    backoff = Backoff(minimum=transport.min_idle_wait, maximum=transport.max_idle_wait)
+    while deadlines:
+        for worker, data in transport.wait(backoff.next_delay()):
+            message = None if data is None else decode(data)
+            if message is None or isinstance(message, GoodbyeMessage):
+                deadlines.pop(worker, None)
+            else:
+                logger.debug("after SHUTDOWN: %s from worker %d dropped", type(message).__name__, worker)
+        now = time.monotonic()
+        for worker in [worker for worker, deadline in deadlines.items() if now > deadline]:
+            del deadlines[worker]
+            if not hurry:
+                logger.warning("worker %d did not answer SHUTDOWN in time; the job may not end cleanly", worker)
 
 
 def _failure_text(plan: Plan, failures: Sequence[tuple[Task, ResultMessage]]) -> str:

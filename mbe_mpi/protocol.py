@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: GOODBYE closes every conversation
 
 TASK = 1
 RESULT = 2
@@ -31,9 +31,10 @@ RESULTS = 5
 STEAL = 6
 STOLEN = 7
 HEARTBEAT = 8
+GOODBYE = 9
 
 KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY", RESULTS: "RESULTS",
-              STEAL: "STEAL", STOLEN: "STOLEN", HEARTBEAT: "HEARTBEAT"}
+              STEAL: "STEAL", STOLEN: "STOLEN", HEARTBEAT: "HEARTBEAT", GOODBYE: "GOODBYE"}
 
 
 class ProtocolError(RuntimeError):
@@ -136,8 +137,21 @@ class HeartbeatMessage:
     rank: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class GoodbyeMessage:
+    """Worker -> master, in answer to SHUTDOWN: the last message this worker sends.
+
+    Messages from one sender arrive in order, so once the master has every worker's GOODBYE
+    nothing is left in flight. Under MPI that matters: MPICH's MPI_Finalize fails on a message
+    that was never received (a heartbeat or a READY sent just before SHUTDOWN arrived), and the
+    launcher then kills the whole job although every result is written.
+    """
+
+    rank: int
+
+
 Message = (TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage | ResultBatch | StealMessage | StolenMessage
-           | HeartbeatMessage)
+           | HeartbeatMessage | GoodbyeMessage)
 
 
 def _result_fields(message: ResultMessage) -> tuple:
@@ -172,6 +186,8 @@ def encode(message: Message) -> bytes:
         payload = (SHUTDOWN, message.exit_code)
     elif isinstance(message, ReadyMessage):
         payload = (READY, message.rank)
+    elif isinstance(message, GoodbyeMessage):
+        payload = (GOODBYE, message.rank)
     else:
         raise TypeError(f"not a protocol message: {message!r}")
     return pickle.dumps((PROTOCOL_VERSION, *payload), protocol=5)
@@ -203,4 +219,6 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         return ShutdownMessage(*fields)
     if kind == READY:
         return ReadyMessage(*fields)
+    if kind == GOODBYE:
+        return GoodbyeMessage(*fields)
     raise ProtocolError(f"unknown message kind {kind!r}")

@@ -51,6 +51,28 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in _MPI_LAUNCH_VARIABLES)
 
 
+def finalize_mpi() -> None:
+    """End MPI now, where a failure can still be reported, instead of silently at interpreter exit.
+
+    mpi4py finalizes at exit and ignores errors. A rank whose MPI_Finalize fails (MPICH refuses
+    while a message was never received) never tells the launcher it finished, and hydra then
+    kills every rank (exit code 9, "Killed (signal 9)") -- all the user would see. Here the reason
+    is printed. Nothing to do when MPI was never started (the local transport).
+    """
+    if "mpi4py.MPI" not in sys.modules:
+        return
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        MPI.Finalize()
+    except MPI.Exception as exc:
+        print(f"mbe_mpi: MPI_Finalize failed on rank {rank}; mpiexec may now end the job with an error: "
+              f"{exc.Get_error_string()}", file=sys.stderr, flush=True)
+
+
 @dataclasses.dataclass
 class RunStats:
     """What the summary reports besides the numbers."""

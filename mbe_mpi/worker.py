@@ -23,6 +23,7 @@ from typing import Any
 from .backoff import Backoff
 from .execute import WorkerContext, run_task
 from .protocol import (
+    GoodbyeMessage,
     HeartbeatMessage,
     ReadyMessage,
     ResultBatch,
@@ -155,7 +156,8 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread | Any, *, max_idle_wait: float 
             while data is not None:
                 active = True
                 message = decode(data)
-                if isinstance(message, ShutdownMessage):
+                if isinstance(message, ShutdownMessage):  # answered with our last message: see GoodbyeMessage
+                    endpoint.send(encode(GoodbyeMessage(endpoint.rank)))
                     return
                 if isinstance(message, TaskMessage):
                     qc.add(message.tasks)

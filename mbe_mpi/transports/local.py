@@ -83,6 +83,7 @@ class LocalMasterTransport:
                 child_end.close()
                 self._conns[worker] = parent_end
                 self._procs[worker] = proc
+        self._gone: list[int] = []  # found gone while sending, not reported yet
         # one poll object for the whole run (multiprocessing.connection.wait builds a selector per call)
         self._poller = select.poll()
         self._worker_of: dict[int, int] = {}
@@ -98,9 +99,13 @@ class LocalMasterTransport:
             conn.send_bytes(data)
         except (BrokenPipeError, OSError):
             self._forget(worker)
+            self._gone.append(worker)
 
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
-        events: list[tuple[int, bytes | None]] = []
+        events: list[tuple[int, bytes | None]] = [(worker, None) for worker in self._gone]  # as a closed pipe is
+        self._gone.clear()
+        if events:
+            return events
         for fd, _ in self._poller.poll(math.ceil(timeout * 1000)):
             worker = self._worker_of.get(fd)
             conn = self._conns.get(worker)

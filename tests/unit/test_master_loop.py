@@ -19,7 +19,18 @@ from mbe_mpi.backoff import ArrivalRate
 from mbe_mpi.costs import CostModel
 from mbe_mpi.master import SchedulePolicy, Scheduler, run_master
 from mbe_mpi.plan import Task, build_plan
-from mbe_mpi.protocol import ReadyMessage, ResultMessage, StealMessage, StolenMessage, TaskMessage, decode, encode
+from mbe_mpi.protocol import (
+    GoodbyeMessage,
+    HeartbeatMessage,
+    ReadyMessage,
+    ResultMessage,
+    ShutdownMessage,
+    StealMessage,
+    StolenMessage,
+    TaskMessage,
+    decode,
+    encode,
+)
 from tests.conftest import cluster_molecule, manybody_input
 
 
@@ -55,8 +66,18 @@ class VirtualWorkers:
         self.last_task_sent = 0.0
         self._outbox: list[tuple[float, int, int, bytes]] = []
         self._order = itertools.count()
+        self.before_goodbye: dict[int, list[tuple[float, bytes]]] = {}  # worker -> (delay, message)
+        self.silent: set[int] = set()  # workers that never answer SHUTDOWN
+        self.ready_at = dict.fromkeys(self.worker_ids, 0.0)
         for worker in self.worker_ids:
             self._post(0.0, worker, encode(ReadyMessage(worker)))
+
+    def start_late(self, worker: int, at: float) -> None:
+        """The worker is still starting (importing, say) until ``at``; then it reports READY."""
+        self._outbox = [entry for entry in self._outbox if entry[2] != worker]
+        heapq.heapify(self._outbox)
+        self.ready_at[worker] = at
+        self._post(at, worker, encode(ReadyMessage(worker)))
 
     def _post(self, at: float, worker: int, data: bytes) -> None:
         heapq.heappush(self._outbox, (at, next(self._order), worker, data))
@@ -73,10 +94,16 @@ class VirtualWorkers:
                 self._post(end, worker, encode(ResultMessage(spec.task_id, worker, end - start, energy=-1.0)))
         elif isinstance(message, StealMessage):  # tasks were planned to run already: give nothing back
             self._post(self.clock.now, worker, encode(StolenMessage(worker, ())))
+        elif isinstance(message, ShutdownMessage):  # read once the worker has started
+            reads_at = max(self.clock.now, self.ready_at[worker])
+            for delay, late in self.before_goodbye.get(worker, ()):  # sent before it read SHUTDOWN
+                self._post(reads_at + delay, worker, late)
+            if worker not in self.silent:
+                self._post(reads_at + 0.002, worker, encode(GoodbyeMessage(worker)))
 
     def wait(self, timeout: float) -> list[tuple[int, bytes | None]]:
-        if self._outbox and self._outbox[0][0] > self.clock.now and timeout > 0:
-            self.clock.now = min(self._outbox[0][0], self.clock.now + timeout)  # block until the next message
+        if timeout > 0 and (not self._outbox or self._outbox[0][0] > self.clock.now):  # block until a message
+            self.clock.now = min(self._outbox[0][0], self.clock.now + timeout) if self._outbox else self.clock.now + timeout
         events = []
         while self._outbox and self._outbox[0][0] <= self.clock.now:
             _, _, worker, data = heapq.heappop(self._outbox)
@@ -86,6 +113,11 @@ class VirtualWorkers:
 
     def close(self, abandon: bool = False) -> None:
         pass
+
+    @property
+    def in_flight(self) -> list[tuple[int, bytes]]:
+        """Messages sent by workers that the master has not received (now or later)."""
+        return [(worker, data) for _, _, worker, data in self._outbox]
 
 
 @pytest.fixture
@@ -206,3 +238,29 @@ def test_hold_follows_the_shortest_measured_task_of_a_shape():
     sched.task_done(1, sched.batches[1][0][0].index, seconds=0.02)  # mean 0.16 s, shortest 0.02 s
     sched.actions()
     assert sched.hold_time(cap=1.0) == pytest.approx(0.01)
+
+
+def test_master_takes_in_everything_a_worker_sent_before_its_goodbye(clock):
+    """Under MPI a message never received makes MPI_Finalize fail, and mpiexec then kills the job."""
+    plan, tasks = _trimer_tasks()
+    workers = VirtualWorkers(clock, 3, _duration)
+    workers.before_goodbye = {1: [(0.001, encode(HeartbeatMessage(1)))],
+                              2: [(0.0005, encode(StolenMessage(2, ()))), (0.001, encode(HeartbeatMessage(2)))]}
+    results = run_master(workers, plan, tasks=tasks[:6], policy=SchedulePolicy())
+    assert len(results) == 6
+    assert not workers.in_flight  # every GOODBYE (each worker's last message) was taken in, and all before it
+
+
+def test_a_worker_still_starting_is_waited_for_and_a_silent_one_is_not_forever(clock):
+    plan, tasks = _trimer_tasks()
+    workers = VirtualWorkers(clock, 2, _duration)
+    workers.start_late(2, at=40.0)  # READY only long after the work is done
+    results = run_master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy())
+    assert len(results) == 3 and clock.now >= 40.0  # its READY was received, then its GOODBYE
+    assert not workers.in_flight
+
+    workers = VirtualWorkers(clock, 2, _duration)
+    workers.silent = {1}
+    started = clock.now
+    run_master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy())
+    assert mbe_mpi.master.GOODBYE_TIMEOUT <= clock.now - started < mbe_mpi.master.GOODBYE_TIMEOUT + 1

@@ -9,6 +9,7 @@ import pytest
 
 from mbe_mpi.protocol import (
     PROTOCOL_VERSION,
+    GoodbyeMessage,
     ProtocolError,
     ResultMessage,
     ShutdownMessage,
@@ -55,8 +56,9 @@ def test_error_result_roundtrip():
     assert back.properties() == {}
 
 
-def test_shutdown_roundtrip():
+def test_shutdown_and_goodbye_roundtrip():
     assert decode(encode(ShutdownMessage(1))) == ShutdownMessage(1)
+    assert decode(encode(GoodbyeMessage(3))) == GoodbyeMessage(3)
 
 
 def test_version_mismatch_is_refused():
