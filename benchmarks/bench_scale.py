@@ -5,7 +5,7 @@ single-atom fragments (a random He cluster: 182 + 16,471 + 988,260 = 1,004,913 t
 mbe_mpi's own ``build_plan`` (timed, with the master's memory). Durations: the synthetic cost
 model, ``base * natoms**3`` (1, 8 and 27 units for monomers, dimers and trimers), times a
 deterministic log-normal jitter (sigma 0.3) the cost model cannot foresee. The scheduler is the
-real one (prefetch, stealing, batching, level barrier), driven by :mod:`mbe_mpi.simulate` with
+real one (prefetch, stealing, batching, level barrier), driven by :mod:`mbe_mpi.scheduling.simulate` with
 per-message master costs taken from the throughput benchmark. Reported: predicted efficiency,
 makespan / lower bound, simulated master time per task, and the master's planning time and peak
 memory (measured, not simulated).
@@ -37,12 +37,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
+    from mbe_mpi.scheduling.simulate import simulate
     from qcelemental.models.v2 import Molecule
 
     import mbe_mpi  # noqa: F401
-    from mbe_mpi.master import SchedulePolicy
+    from mbe_mpi.scheduling import SchedulePolicy
     from mbe_mpi.plan import build_plan
-    from mbe_mpi.simulate import simulate
     from tests.conftest import manybody_input
 
     n = args.fragments

@@ -255,16 +255,16 @@ def apply_diagnostic_patches(args: argparse.Namespace) -> None:
     spawned workers): what two changes to mbe_mpi would buy. Nothing in mbe_mpi/ is edited.
 
     ``--diag-no-scratch``: one scratch folder per worker process instead of a fresh one per task
-    (``execute.task_scratch`` creates, enters and removes a folder for every task).
+    (``worker.execute.task_scratch`` creates, enters and removes a folder for every task).
     ``--diag-min-poll S``: the polling back-off of the master and the workers starts at S seconds instead of
     1 µs (on this VM any sleep takes >= ~70 µs, so the first steps 1, 2, 4, ... 32 µs are all wake-ups).
-    ``--diag-result-batch S``: workers send results of tasks shorter than S together (``worker.TINY_TASK_SECONDS``,
-    default 2 ms).
+    ``--diag-result-batch S``: workers send results of tasks shorter than S together
+    (``scheduling.batching.TINY_TASK_SECONDS``, default 20 ms).
     """
     if args.diag_no_scratch:
         import contextlib
 
-        import mbe_mpi.execute
+        import mbe_mpi.worker.execute
 
         folder = tempfile.mkdtemp(prefix="bench_throughput_scratch_")
 
@@ -272,20 +272,21 @@ def apply_diagnostic_patches(args: argparse.Namespace) -> None:
         def one_folder(ctx, task):
             yield folder
 
-        mbe_mpi.execute.task_scratch = one_folder
+        mbe_mpi.worker.execute.task_scratch = one_folder
     if args.diag_min_poll is not None:
         import functools
 
-        import mbe_mpi.master
-        import mbe_mpi.worker
+        import mbe_mpi.master.loop
+        import mbe_mpi.worker.serve
         from mbe_mpi.backoff import Backoff
 
-        mbe_mpi.master.Backoff = mbe_mpi.worker.Backoff = functools.partial(Backoff, minimum=args.diag_min_poll)
+        mbe_mpi.master.loop.Backoff = mbe_mpi.worker.serve.Backoff = functools.partial(Backoff,
+                                                                                       minimum=args.diag_min_poll)
     if getattr(args, "diag_result_batch", None) is not None:
-        import mbe_mpi.worker
+        import mbe_mpi.scheduling.batching
 
         # results of tasks shorter than this are held back (until the worker is idle, 10 ms or 32 results)
-        mbe_mpi.worker.TINY_TASK_SECONDS = args.diag_result_batch
+        mbe_mpi.scheduling.batching.TINY_TASK_SECONDS = args.diag_result_batch
 
 
 def _timed_map(mapper, labels: list, n_workers: int, submit_probe) -> dict[str, Any]:
@@ -380,8 +381,8 @@ def variant_sequential(args: argparse.Namespace) -> dict[str, Any]:
 def variant_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Per-task cost, piece by piece, in one process; and where qcengine.compute spends its time."""
     import qcengine
+    from mbe_mpi.worker.execute import WorkerContext, run_task
 
-    from mbe_mpi.execute import WorkerContext, run_task
     from mbe_mpi.fragments import FragmentBuilder, build_atomic_input, build_fragment_molecule
     from mbe_mpi.protocol import TaskSpec
 
@@ -453,13 +454,13 @@ class _FeedingEndpoint:
 
     rank = 1
 
-    def __init__(self, labels: list, per_message: int, prefetch: int = 2):
+    def __init__(self, labels: list, per_message: int, job, prefetch: int = 2):
         from mbe_mpi.protocol import TaskMessage, TaskSpec, encode
 
         specs = [TaskSpec(i, *label) for i, label in enumerate(labels)]
-        self.messages = [encode(TaskMessage(tuple(specs[i : i + per_message])))
-                         for i in range(0, len(specs), per_message)]
-        self.sizes = [min(per_message, len(specs) - i) for i in range(0, len(specs), per_message)]
+        self.messages = [encode(job)] + [encode(TaskMessage(tuple(specs[i : i + per_message])))
+                                         for i in range(0, len(specs), per_message)]
+        self.sizes = [0] + [min(per_message, len(specs) - i) for i in range(0, len(specs), per_message)]
         self.total, self.sent, self.results, self.prefetch = len(specs), 0, 0, prefetch
 
     def poll(self) -> bytes | None:
@@ -479,6 +480,9 @@ class _FeedingEndpoint:
             return encode(ShutdownMessage())
         return None
 
+    def inherited_fds(self) -> tuple[int, ...]:
+        return ()
+
     def send(self, data: bytes) -> None:
         from mbe_mpi.protocol import ResultBatch, ResultMessage, decode
 
@@ -491,22 +495,20 @@ class _FeedingEndpoint:
 
 def worker_cpu_per_task(mbi, labels: list, per_message: int) -> tuple[float, float]:
     """(wall, CPU) seconds per task of mbe_mpi's worker loop (``worker.serve``: QC thread, polling, result
-    flushing) around ``execute.run_task``, in this process, fed by an endpoint that answers at once."""
-    import inspect
+    flushing) around ``worker.execute.run_task``, in this process, fed by an endpoint that answers at once."""
+    from mbe_mpi.options import ExecutionOptions
+    from mbe_mpi.plan import build_plan
+    from mbe_mpi.protocol import JobMessage
+    from mbe_mpi.worker import WorkerInit
+    from mbe_mpi.worker.executors import thread_executor
+    from mbe_mpi.worker.serve import serve
 
-    from mbe_mpi import worker
-    from mbe_mpi.execute import WorkerContext
-
-    endpoint = _FeedingEndpoint(labels, per_message)
-
-    def make_context() -> WorkerContext:
-        return WorkerContext.build(mbi, rank=1, threads=1, memory_gib=MEMORY_GIB)
+    job = JobMessage(1, mbi.model_dump_json(), build_plan(mbi).model_chemistries)
+    endpoint = _FeedingEndpoint(labels, per_message, job)
+    init = WorkerInit.from_options(ExecutionOptions(isolate_tasks=False), MEMORY_GIB)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    if list(inspect.signature(worker.serve).parameters)[1] == "make_context":
-        worker.serve(endpoint, make_context)
-    else:  # newer mbe_mpi: serve(endpoint, qc) with the QC thread built by thread_executor
-        worker.serve(endpoint, worker.thread_executor(1, make_context))
+    serve(endpoint, thread_executor(1, init))
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     assert endpoint.results == len(labels)
     return wall / len(labels), cpu / len(labels)
@@ -521,11 +523,11 @@ def scheduler_cpu_per_task(mbi, task_seconds: float) -> float:
     import collections
 
     from mbe_mpi.costs import CostModel, program_estimates
-    from mbe_mpi.master import Assign, SchedulePolicy
     from mbe_mpi.plan import build_plan
+    from mbe_mpi.scheduling import Assign, Scheduler
 
     plan = build_plan(mbi)
-    scheduler = SchedulePolicy().scheduler(plan.by_level(), CostModel(program_estimates(plan)))
+    scheduler = Scheduler(plan.by_level(), cost_model=CostModel(program_estimates(plan)))
     workers = (1, 2)
     held: dict[int, collections.deque] = {w: collections.deque() for w in workers}
     for worker in workers:

@@ -9,9 +9,8 @@ Importing the package registers the QCEngine programs ``pyscf`` and ``tblite``, 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .harnesses import register_all as _register_all
+from .version import __version__
 
 _register_all()
 

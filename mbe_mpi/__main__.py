@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -30,7 +29,7 @@ exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal er
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(
         prog="python -m mbe_mpi",
@@ -59,14 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--cache-dir", metavar="DIR",
                          help="result cache shared between runs (reuses identical QC tasks, e.g. max_nbody 2 -> 3)")
 
-    def gantt_path(value: str) -> str:
-        """--gantt's argument; refused up front (exit 2, before any QC work) when matplotlib is missing."""
-        from .report import MATPLOTLIB_MISSING, matplotlib_available
+    _add_scheduling_and_report_flags(parser)
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress display (default: a live bar on a terminal, a line every 30 s otherwise)")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--version", action="version", version=f"mbe_mpi {__version__}")
+    return parser
 
-        if not matplotlib_available():
-            raise argparse.ArgumentTypeError(MATPLOTLIB_MISSING)
-        return value
 
+def _gantt_path(value: str) -> str:
+    """--gantt's argument; refused up front (exit 2, before any QC work) when matplotlib is missing."""
+    from .report import MATPLOTLIB_MISSING, matplotlib_available
+
+    if not matplotlib_available():
+        raise argparse.ArgumentTypeError(MATPLOTLIB_MISSING)
+    return value
+
+
+def _add_scheduling_and_report_flags(parser: argparse.ArgumentParser) -> None:
     schedule = parser.add_argument_group("scheduling and scratch")
     schedule.add_argument("--no-level-barrier", dest="level_barrier", action="store_false", default=None,
                           help="let the next n-body level start on workers idle at the barrier")
@@ -82,22 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write where the time went (per n-body level: wall time, tasks, mean/max task time, "
                         "worker utilisation, idle at the level barrier; master CPU; start-up), the per-task "
                         "timeline and run info as JSON")
-    report.add_argument("--gantt", metavar="CHART.png", type=gantt_path,
+    report.add_argument("--gantt", metavar="CHART.png", type=_gantt_path,
                         help="draw worker rank x time, one bar per task coloured by n-body level (needs matplotlib)")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress display (default: a live bar on a terminal, a line every 30 s otherwise)")
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="print only errors")
-    parser.add_argument("--version", action="version", version=f"mbe_mpi {__version__}")
-    return parser
-
-
-def _rank() -> int:
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
-        if name in os.environ:
-            return int(os.environ[name])
-    return 0
 
 
 def default_output_path(input_path: str) -> Path:
@@ -132,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     finally:
-        runner = sys.modules.get("mbe_mpi.runner")  # imported only once a run has begun
-        if runner is not None:
-            runner.finalize_mpi()
+        mpi = sys.modules.get("mbe_mpi.transports.mpi")  # imported only when the run used MPI
+        if mpi is not None:
+            mpi.finalize()
 
 
 def _main(argv: list[str]) -> int:
@@ -142,17 +139,57 @@ def _main(argv: list[str]) -> int:
         from .forecast import main as plan_main
 
         return plan_main(argv[1:])
+    from .errors import EXIT_OK
+    from .transports import launcher_rank
+
     args = build_parser().parse_args(argv)
-    rank = _rank()
+    rank = launcher_rank()
     level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="mbe_mpi %(levelname)s: %(message)s" if rank == 0
                         else f"mbe_mpi[rank {rank}] %(levelname)s: %(message)s")
-    say = (lambda text: None) if (args.quiet or rank != 0) else print
+    output = Path(args.output) if args.output else default_output_path(args.input)
+    outcome = _run(args, output, rank)
+    if isinstance(outcome, int):
+        return outcome
+    if outcome is None:  # a worker rank
+        return EXIT_OK
+    return _write_outputs(args, outcome, output)
 
+
+def _prepare(args: argparse.Namespace, output: Path):
+    """What rank 0 runs to get the validated input and options: the file, then the flags over it."""
+    from .harnesses import import_plugins
+    from .inputs import load_input
+
+    def prepare():
+        import_plugins(args.plugin)  # before the input is checked: plugins may define its program
+        mbi, options = load_input(args.input)
+        options = options.merged(
+            n_workers=args.n_workers,
+            threads_per_task=args.threads_per_task,
+            memory_per_task=args.memory_per_task,
+            plugins=tuple(args.plugin),
+            checkpoint=False if args.no_checkpoint else args.checkpoint,
+            cache_dir=args.cache_dir,
+            fresh=args.fresh,
+            level_barrier=args.level_barrier,
+            prefetch=args.prefetch,
+            task_timeout=args.task_timeout,
+            scratch_dir=args.scratch_dir,
+            keep_scratch=args.keep_scratch,
+        )
+        if options.checkpoint in (None, True):  # the default place: beside the output
+            options = options.merged(checkpoint=str(checkpoint_path(output)))
+        return mbi, options
+
+    return prepare
+
+
+def _run(args: argparse.Namespace, output: Path, rank: int):
+    """The run's outcome (None on a worker rank), or the exit code of what stopped it."""
     from .errors import (
         EXIT_INPUT_ERROR,
         EXIT_INTERNAL_ERROR,
-        EXIT_OK,
         EXIT_STOPPED,
         EXIT_TASK_FAILED,
         InputError,
@@ -160,59 +197,36 @@ def _main(argv: list[str]) -> int:
         TaskFailedError,
     )
 
-    output = Path(args.output) if args.output else default_output_path(args.input)
+    def error(text: str, code: int) -> int:
+        if rank == 0:
+            print(text, file=sys.stderr)
+        return code
 
     try:
-        from .harnesses import import_plugins
-        from .inputs import load_input
-        from .runner import run
+        from .run import run
 
-        def prepare():
-            import_plugins(args.plugin)  # before the input is checked: plugins may define its program
-            mbi, options = load_input(args.input)
-            options = options.merged(
-                n_workers=args.n_workers,
-                threads_per_task=args.threads_per_task,
-                memory_per_task=args.memory_per_task,
-                plugins=tuple(args.plugin),
-                checkpoint=False if args.no_checkpoint else args.checkpoint,
-                cache_dir=args.cache_dir,
-                fresh=args.fresh,
-                level_barrier=args.level_barrier,
-                prefetch=args.prefetch,
-                task_timeout=args.task_timeout,
-                scratch_dir=args.scratch_dir,
-                keep_scratch=args.keep_scratch,
-            )
-            if options.checkpoint in (None, True):  # the default place: beside the output
-                options = options.merged(checkpoint=str(checkpoint_path(output)))
-            return mbi, options
-
-        outcome = run(prepare, progress=not args.quiet and not args.no_progress)
+        return run(_prepare(args, output), progress=not args.quiet and not args.no_progress)
     except InputError as exc:
-        if rank == 0:
-            print(f"mbe_mpi: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        return error(f"mbe_mpi: error: {exc}", EXIT_INPUT_ERROR)
     except TaskFailedError as exc:
-        if rank == 0:
-            print(f"mbe_mpi: error: {exc}", file=sys.stderr)
-        return EXIT_TASK_FAILED
+        return error(f"mbe_mpi: error: {exc}", EXIT_TASK_FAILED)
     except RunStopped as exc:
-        if rank == 0:
-            print(f"mbe_mpi: {exc}", file=sys.stderr)
-        return EXIT_STOPPED
+        return error(f"mbe_mpi: {exc}", EXIT_STOPPED)
     except KeyboardInterrupt:
         return 130
     except Exception:
         print(f"mbe_mpi: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
-    if outcome is None:  # a worker rank
-        return EXIT_OK
+
+def _write_outputs(args: argparse.Namespace, outcome, output: Path) -> int:
+    """The result file, the optional report and chart, and the summary on stdout."""
+    from .errors import EXIT_INPUT_ERROR, EXIT_OK
+    from .report import gantt_chart, summary, write_report
+    from .run import release
+
     result = outcome.result
     output.write_text(result_json(result))
-    from .report import gantt_chart, summary, write_report
-
     stats = result.extras.get("mbe_mpi", {})
     written, failed = [], None
     try:
@@ -228,10 +242,11 @@ def _main(argv: list[str]) -> int:
         failed = str(exc)
     except OSError as exc:
         failed = f"cannot write {exc.filename or 'the report'}: {exc.strerror or exc}"
-    say("\n".join([summary(result, str(output)), *written]))
+    if not args.quiet:
+        print("\n".join([summary(result, str(output)), *written]))
     if failed:
         print(f"mbe_mpi: error: {failed}", file=sys.stderr)
-    outcome.release_mpi()  # after everything is written: ends the job if a lost rank would hang MPI_Finalize
+    release(outcome)  # after everything is written: ends the job if a lost rank would hang MPI_Finalize
     return EXIT_INPUT_ERROR if failed else EXIT_OK
 
 

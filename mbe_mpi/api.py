@@ -15,7 +15,7 @@ from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 from .errors import InputError
 from .harnesses import import_plugins
 from .options import ExecutionOptions
-from .runner import run
+from .run import run
 
 
 def compute(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from qcelemental.models.v2 import AtomicResult
 from qcmanybody.models.v2 import ManyBodyResult
 
-from .plan import Plan
+from .plan import Plan, keeps_cluster_results
 from .protocol import ResultMessage
 
 
@@ -21,7 +21,7 @@ def assemble(plan: Plan, results: Mapping[int, ResultMessage]) -> ManyBodyResult
     missing = [plan.label(t) for t in plan.tasks if t.index not in results]
     if missing:
         raise RuntimeError(f"cannot assemble: {len(missing)} task results missing, e.g. {missing[0]}")
-    keep_cluster_results = plan.computer.input_data.specification.protocols.cluster_results == "all"
+    keep_cluster_results = keeps_cluster_results(plan.computer.input_data)
     component_properties = {}
     component_results = {}
     for task in plan.tasks:

@@ -34,7 +34,7 @@ import numpy as np
 
 from .errors import InputError
 from .hashing import input_hash, task_hashes
-from .plan import Plan, Task
+from .plan import Plan, Task, keeps_cluster_results
 from .protocol import ResultMessage
 
 SCHEMA_VERSION = 1
@@ -190,7 +190,7 @@ class Journal:
         """Results already on disk, by task index: checkpoint first, then cache."""
         if not self.hashes:
             return {}
-        need_atomic = self.plan.computer.input_data.specification.protocols.cluster_results == "all"
+        need_atomic = keeps_cluster_results(self.plan.computer.input_data)
         by_hash: dict[str, ResultMessage] = {}
         if self.checkpoint is not None:
             by_hash = self.checkpoint.get_many(self.hashes, need_atomic_result=need_atomic)

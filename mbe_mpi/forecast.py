@@ -11,14 +11,15 @@ efficiency is predicted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
 
 from .costs import program_estimates
-from .master import DEFAULT_POLICY, SchedulePolicy, policy_from_options
 from .plan import Plan, Task, build_plan
-from .simulate import SimulationResult, simulate
+from .scheduling import SchedulePolicy
+from .scheduling.simulate import SimulationResult, simulate
 
 #: What each task costs besides the QC program itself: building the fragment molecule and QCEngine's
 #: own set-up (~1-3 ms measured on a 2-core VM); added to every task's expected duration.
@@ -46,10 +47,11 @@ def _fmt(value: float, seconds: bool) -> str:
 
 
 def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
-             policy: SchedulePolicy = DEFAULT_POLICY, latency: float = 50e-6,
+             policy: SchedulePolicy | None = None, latency: float = 50e-6,
              master_seconds: float = 20e-6,
              per_task_overhead: float = TASK_OVERHEAD_SECONDS) -> tuple[str, dict[str, SimulationResult]]:
     """The plan report text, and the simulations behind it (with and without the level barrier)."""
+    policy = policy or SchedulePolicy()
     duration, in_seconds = _durations(plan, seconds_per_unit)
     if per_task_overhead and in_seconds:
         base = duration
@@ -70,8 +72,8 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     lines.append(f"  {'all':>5}  {'':<28} {len(plan.tasks):>9} {_fmt(total, in_seconds):>16}")
     lines.append("")
     results = {}
-    for name, variant in (("level barrier", policy), ("no level barrier", SchedulePolicy(
-            prefetch=policy.prefetch, level_barrier=False, batch_seconds=policy.batch_seconds))):
+    for name, variant in (("level barrier", dataclasses.replace(policy, level_barrier=True)), ("no level barrier",
+                                                       dataclasses.replace(policy, level_barrier=False))):
         started = time.perf_counter()
         result = simulate(by_level, workers, duration, variant, latency=latency if in_seconds else 0.0,
                           master_seconds=master_seconds if in_seconds else 0.0)
@@ -108,7 +110,7 @@ def main(argv: list[str]) -> int:
     from .options import usable_cores
 
     ranks = args.ranks or (options.n_workers or usable_cores()) + 1
-    policy = policy_from_options(options)
+    policy = SchedulePolicy.from_options(options)
     text, _ = forecast(build_plan(mbi), ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
     print(f"Plan for {args.input}: " + text)
     return 0

@@ -67,7 +67,7 @@ class Plan:
         return self.computer.qcmb_core
 
     def label(self, task: Task) -> str:
-        return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
+        return task_label(self.model_chemistries, task)
 
     def by_level(self, tasks: Sequence[Task] | None = None) -> dict[int, list[Task]]:
         """Tasks (default: all) grouped by n-body level (ascending), each group largest expected cost first."""
@@ -78,8 +78,24 @@ class Plan:
             level: sorted(groups[level], key=lambda t: (-t.cost, t.index)) for level in sorted(groups)
         }
 
-    def dispatch_order(self) -> list[Task]:
-        return [task for group in self.by_level().values() for task in group]
+
+def task_label(model_chemistries: Sequence[str], task: Any) -> str:
+    """QCManyBody's label of a task (a :class:`Task` or a TASK message's TaskSpec)."""
+    return labeler(model_chemistries[task.mc_index], task.real, task.basis)
+
+
+def model_chemistries(core: ManyBodyCore) -> tuple[str, ...]:
+    """QCManyBody's model chemistry labels in ``compute_map`` order (the ``mc_index`` order).
+
+    Read from ``nbodies_per_mc_level``, whose keys ``compute_map`` iterates, so that workers never
+    build the compute map (millions of entries for a large 3-body expansion) just for the names.
+    """
+    return tuple(core.nbodies_per_mc_level.keys())
+
+
+def keeps_cluster_results(mbi: ManyBodyInput) -> bool:
+    """Whether every fragment's AtomicResult is kept (``protocols.cluster_results: all``)."""
+    return mbi.specification.protocols.cluster_results == "all"
 
 
 def make_computer(mbi: ManyBodyInput) -> ManyBodyComputer:
@@ -147,12 +163,12 @@ def build_plan(mbi: ManyBodyInput, computer: ManyBodyComputer | None = None) -> 
     computer = computer or make_computer(mbi)
     core = computer.qcmb_core
     specs = computer.input_data.specification.specification
-    model_chemistries = tuple(core.compute_map.keys())
-    mc_index = {mc: i for i, mc in enumerate(model_chemistries)}
-    scaling = {mc: method_scaling(specs[mc].model.method) for mc in model_chemistries}
+    names = model_chemistries(core)
+    mc_index = {mc: i for i, mc in enumerate(names)}
+    scaling = {mc: method_scaling(specs[mc].model.method) for mc in names}
     weights = fragment_weights(core)
     tasks = [
         Task(index, mc_index[mc], real, basis, estimate_cost(basis, weights, scaling[mc]))
         for index, (mc, real, basis) in enumerate(iter_labels(core))
     ]
-    return Plan(computer=computer, model_chemistries=model_chemistries, tasks=tasks)
+    return Plan(computer=computer, model_chemistries=names, tasks=tasks)

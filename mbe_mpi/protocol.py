@@ -17,24 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 2  # 2: GOODBYE closes every conversation
-
-TASK = 1
-RESULT = 2
-SHUTDOWN = 3
-READY = 4
-RESULTS = 5
-STEAL = 6
-STOLEN = 7
-HEARTBEAT = 8
-GOODBYE = 9
-
-KIND_NAMES = {TASK: "TASK", RESULT: "RESULT", SHUTDOWN: "SHUTDOWN", READY: "READY", RESULTS: "RESULTS",
-              STEAL: "STEAL", STOLEN: "STOLEN", HEARTBEAT: "HEARTBEAT", GOODBYE: "GOODBYE"}
+#: Bumped whenever a message layout changes; both ends must run the same version (see docs/protocol.md).
+PROTOCOL_VERSION = 3
 
 
 class ProtocolError(RuntimeError):
@@ -98,7 +87,21 @@ class ResultMessage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ShutdownMessage:
-    exit_code: int = 0
+    """Master -> worker: no more work; answer with GOODBYE and end."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobMessage:
+    """Master -> worker, before the tasks of an expansion: the ManyBodyInput they belong to.
+
+    Workers start before (and independently of) any input, and build what a task needs -- QCManyBody's
+    core, the QCEngine specifications -- from this once per expansion. ``model_chemistries`` are
+    QCManyBody's labels in ``mc_index`` order, so failures can be named before that is built.
+    """
+
+    job_id: int
+    input_json: str
+    model_chemistries: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -151,7 +154,7 @@ class GoodbyeMessage:
 
 
 Message = (TaskMessage | ResultMessage | ShutdownMessage | ReadyMessage | ResultBatch | StealMessage | StolenMessage
-           | HeartbeatMessage | GoodbyeMessage)
+           | HeartbeatMessage | GoodbyeMessage | JobMessage)
 
 
 def _result_fields(message: ResultMessage) -> tuple:
@@ -166,31 +169,36 @@ def _result(fields: tuple) -> ResultMessage:
                          None if error is None else TaskError(*error))
 
 
+def _plain(cls: type) -> tuple[Callable[[Any], tuple], Callable[[tuple], Any]]:
+    """Pack and unpack a message whose fields are plain values (ints, strings, tuples of them)."""
+    names = [field.name for field in dataclasses.fields(cls)]
+    return (lambda message: tuple(getattr(message, name) for name in names)), (lambda fields: cls(*fields))
+
+
+#: message class -> (kind number on the wire, pack to a tuple of plain values, unpack from it)
+_CODEC: dict[type, tuple[int, Callable[[Any], tuple], Callable[[tuple], Any]]] = {
+    TaskMessage: (1, lambda m: (tuple((t.task_id, t.mc_index, t.real, t.basis, t.attempt) for t in m.tasks),),
+                  lambda f: TaskMessage(tuple(TaskSpec(*t) for t in f[0]))),
+    ResultMessage: (2, _result_fields, _result),
+    ShutdownMessage: (3, *_plain(ShutdownMessage)),
+    ReadyMessage: (4, *_plain(ReadyMessage)),
+    ResultBatch: (5, lambda m: (tuple(_result_fields(r) for r in m.results),),
+                  lambda f: ResultBatch(tuple(_result(r) for r in f[0]))),
+    StealMessage: (6, *_plain(StealMessage)),
+    StolenMessage: (7, *_plain(StolenMessage)),
+    HeartbeatMessage: (8, *_plain(HeartbeatMessage)),
+    GoodbyeMessage: (9, *_plain(GoodbyeMessage)),
+    JobMessage: (10, *_plain(JobMessage)),
+}
+_DECODE = {kind: unpack for kind, _, unpack in _CODEC.values()}
+
+
 def encode(message: Message) -> bytes:
-    if isinstance(message, TaskMessage):
-        payload: tuple = (
-            TASK,
-            tuple((t.task_id, t.mc_index, t.real, t.basis, t.attempt) for t in message.tasks),
-        )
-    elif isinstance(message, ResultMessage):
-        payload = (RESULT, *_result_fields(message))
-    elif isinstance(message, ResultBatch):
-        payload = (RESULTS, tuple(_result_fields(r) for r in message.results))
-    elif isinstance(message, StealMessage):
-        payload = (STEAL, message.count)
-    elif isinstance(message, StolenMessage):
-        payload = (STOLEN, message.rank, message.task_ids)
-    elif isinstance(message, HeartbeatMessage):
-        payload = (HEARTBEAT, message.rank)
-    elif isinstance(message, ShutdownMessage):
-        payload = (SHUTDOWN, message.exit_code)
-    elif isinstance(message, ReadyMessage):
-        payload = (READY, message.rank)
-    elif isinstance(message, GoodbyeMessage):
-        payload = (GOODBYE, message.rank)
-    else:
-        raise TypeError(f"not a protocol message: {message!r}")
-    return pickle.dumps((PROTOCOL_VERSION, *payload), protocol=5)
+    try:
+        kind, pack, _ = _CODEC[type(message)]
+    except KeyError:
+        raise TypeError(f"not a protocol message: {message!r}") from None
+    return pickle.dumps((PROTOCOL_VERSION, kind, *pack(message)), protocol=5)
 
 
 def decode(data: bytes | bytearray | memoryview) -> Message:
@@ -200,25 +208,7 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         raise ProtocolError(f"unreadable message ({len(data)} bytes): {exc}") from exc
     if version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version} received, this is version {PROTOCOL_VERSION}")
-    if kind == TASK:
-        (tasks,) = fields
-        return TaskMessage(tuple(TaskSpec(*t) for t in tasks))
-    if kind == RESULT:
-        return _result(fields)
-    if kind == RESULTS:
-        (results,) = fields
-        return ResultBatch(tuple(_result(r) for r in results))
-    if kind == STEAL:
-        return StealMessage(*fields)
-    if kind == HEARTBEAT:
-        return HeartbeatMessage(*fields)
-    if kind == STOLEN:
-        rank, task_ids = fields
-        return StolenMessage(rank, tuple(task_ids))
-    if kind == SHUTDOWN:
-        return ShutdownMessage(*fields)
-    if kind == READY:
-        return ReadyMessage(*fields)
-    if kind == GOODBYE:
-        return GoodbyeMessage(*fields)
-    raise ProtocolError(f"unknown message kind {kind!r}")
+    unpack = _DECODE.get(kind)
+    if unpack is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    return unpack(tuple(fields))

@@ -35,6 +35,7 @@ from qcelemental.util import safe_version, which_import
 from qcengine.programs.model import ProgramHarness
 
 from ..errors import InputError
+from .common import driver_name
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput
@@ -91,11 +92,6 @@ def _method_kind(method: str) -> str:
     return "dft"
 
 
-def _driver_name(driver: Any) -> str:
-    """Plain lower-case driver name from a DriverEnum or a string."""
-    return str(getattr(driver, "value", driver)).lower()
-
-
 def _fail(message: str) -> None:
     """Raise mbe_mpi's user-facing error (kept in one place so the message style stays uniform)."""
     raise InputError(message)
@@ -147,6 +143,19 @@ def _basis_known(name: str) -> bool:
     return False
 
 
+#: numeric keywords: name -> (integer?, minimum, minimum excluded?, maximum)
+_NUMERIC_KEYWORDS: dict[str, tuple[bool, float, bool, float | None]] = {
+    "conv_tol": (False, 0, True, None),
+    "conv_tol_grad": (False, 0, True, None),
+    "max_cycle": (True, 0, False, None),
+    "level_shift": (False, 0, False, None),
+    "diis_space": (True, 1, False, None),
+    "grids_level": (True, 0, False, 9),
+    "frozen": (True, 0, False, None),
+    "verbose": (True, 0, False, 9),
+}
+
+
 def _check_keywords(keywords: dict[str, Any], kind: str, driver: str) -> None:
     """Refuse unknown keywords and values PySCF would reject or silently misuse."""
     unknown = sorted(set(keywords) - set(ACCEPTED_KEYWORDS))
@@ -155,32 +164,25 @@ def _check_keywords(keywords: dict[str, Any], kind: str, driver: str) -> None:
             f"PySCF harness does not accept keyword(s) {', '.join(map(repr, unknown))}; "
             f"accepted keywords: {', '.join(sorted(ACCEPTED_KEYWORDS))}"
         )
+    for key, bounds in _NUMERIC_KEYWORDS.items():
+        if key in keywords:
+            _check_number(key, keywords[key], *bounds)
+    _check_choices(keywords, kind)
+    _check_combinations(keywords, kind, driver)
 
-    def number(key: str, *, integer: bool, minimum: float, strict: bool = False, maximum: float | None = None) -> None:
-        if key not in keywords:
-            return
-        value = keywords[key]
-        ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-        ok = ok_type and not isinstance(value, bool)
-        if ok:
-            ok = value > minimum if strict else value >= minimum
-            if maximum is not None:
-                ok = ok and value <= maximum
-        if not ok:
-            what = "an integer" if integer else "a number"
-            bound = f"> {minimum}" if strict else f">= {minimum}"
-            upper = f" and <= {maximum}" if maximum is not None else ""
-            _fail(f"PySCF keyword {key!r} must be {what} {bound}{upper}, got {value!r}")
 
-    number("conv_tol", integer=False, minimum=0, strict=True)
-    number("conv_tol_grad", integer=False, minimum=0, strict=True)
-    number("max_cycle", integer=True, minimum=0)
-    number("level_shift", integer=False, minimum=0)
-    number("diis_space", integer=True, minimum=1)
-    number("grids_level", integer=True, minimum=0, maximum=9)
-    number("frozen", integer=True, minimum=0)
-    number("verbose", integer=True, minimum=0, maximum=9)
+def _check_number(key: str, value: Any, integer: bool, minimum: float, strict: bool, maximum: float | None) -> None:
+    ok = (isinstance(value, int) if integer else isinstance(value, (int, float))) and not isinstance(value, bool)
+    if ok:
+        ok = (value > minimum if strict else value >= minimum) and (maximum is None or value <= maximum)
+    if not ok:
+        what = "an integer" if integer else "a number"
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        _fail(f"PySCF keyword {key!r} must be {what} {bound}{upper}, got {value!r}")
 
+
+def _check_choices(keywords: dict[str, Any], kind: str) -> None:
     if "init_guess" in keywords:
         guess = keywords["init_guess"]
         if not isinstance(guess, str) or guess.lower() not in _INIT_GUESSES:
@@ -201,11 +203,13 @@ def _check_keywords(keywords: dict[str, Any], kind: str, driver: str) -> None:
         ref = keywords["reference"]
         if not isinstance(ref, str) or ref.lower() not in _REFERENCES:
             _fail(f"PySCF keyword 'reference' must be one of {', '.join(_REFERENCES)}, got {ref!r}")
+
+
+def _check_combinations(keywords: dict[str, Any], kind: str, driver: str) -> None:
     if "frozen" in keywords and kind != "mp2":
         _fail("PySCF keyword 'frozen' (frozen core orbitals) only applies to method mp2")
     if "grids_level" in keywords and kind != "dft":
         _fail("PySCF keyword 'grids_level' only applies to DFT methods, not hf or mp2")
-
     reference = str(keywords.get("reference", "")).lower()
     if reference == "rohf" and kind == "mp2":
         _fail("PySCF mp2 is available with reference rhf or uhf, not rohf")
@@ -357,7 +361,7 @@ class PySCFHarness(ProgramHarness):
         if kind == "dft":
             _check_functional(method)
 
-        drv = _driver_name(driver)
+        drv = driver_name(driver)
         if drv not in _DRIVERS:
             _fail(f"PySCF harness cannot run driver {drv!r}; available drivers: {', '.join(_DRIVERS)}")
         if kind == "mp2" and drv == "hessian":
@@ -385,7 +389,7 @@ class PySCFHarness(ProgramHarness):
 
         spec = input_data.specification
         keywords = dict(spec.keywords or {})
-        driver = _driver_name(spec.driver)
+        driver = driver_name(spec.driver)
         try:
             self.check_model(spec.model.method, spec.model.basis, driver, keywords)
         except InputError as exc:
@@ -426,16 +430,8 @@ class PySCFHarness(ProgramHarness):
         )
 
 
-def _run(mol: Any, kind: str, method: str, driver: str, keywords: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Run SCF (+ MP2) and the requested derivatives; return (AtomicProperties dict, return_result)."""
-    mf = _make_scf(mol, kind, method, keywords)
-    mf.kernel()
-    if not mf.converged:
-        raise qcng_exc.ConvergenceError(
-            f"PySCF {type(mf).__name__} for {method} did not converge in {mf.max_cycle} cycles "
-            f"(conv_tol={mf.conv_tol:g}); raise max_cycle, or try level_shift or another init_guess"
-        )
-
+def _scf_properties(mol: Any, mf: Any, kind: str) -> dict[str, Any]:
+    """QCSchema AtomicProperties of the converged SCF."""
     nalpha, nbeta = (int(n) for n in mol.nelec)
     summary = mf.scf_summary
     props: dict[str, Any] = {
@@ -458,31 +454,51 @@ def _run(mol: Any, kind: str, method: str, driver: str, keywords: dict[str, Any]
         props["scf_two_electron_energy"] = float(summary["e2"])
     if "dispersion" in summary:
         props["scf_dispersion_correction_energy"] = float(summary["dispersion"])
+    return props
 
+
+def _mp2(mf: Any, mol: Any, keywords: dict[str, Any], props: dict[str, Any]) -> tuple[float, Any]:
+    """MP2 on the SCF; its energies go into ``props``. Returns (total energy, the MP2 object)."""
+    from pyscf import mp
+
+    nalpha, nbeta = (int(n) for n in mol.nelec)
+    frozen = keywords.get("frozen")
+    frozen = int(frozen) if frozen else None
+    if frozen is not None and (frozen >= nalpha or frozen > nbeta):
+        raise qcng_exc.InputError(
+            f"PySCF keyword frozen={frozen} leaves no correlated occupied orbitals "
+            f"({nalpha} alpha and {nbeta} beta electrons)"
+        )
+    pt = mp.MP2(mf, frozen=frozen)
+    pt.kernel()
+    energy = float(pt.e_tot)
+    props["mp2_correlation_energy"] = float(pt.e_corr)
+    props["mp2_total_energy"] = energy
+    props["mp2_doubles_energy"] = float(pt.e_corr)
+    props["mp2_singles_energy"] = 0.0  # canonical RHF/UHF references: no singles contribution
+    for key, attr in (
+        ("mp2_same_spin_correlation_energy", "e_corr_ss"),
+        ("mp2_opposite_spin_correlation_energy", "e_corr_os"),
+    ):
+        value = getattr(pt, attr, None)
+        if value is not None:
+            props[key] = float(value)
+    return energy, pt
+
+
+def _run(mol: Any, kind: str, method: str, driver: str, keywords: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run SCF (+ MP2) and the requested derivatives; return (AtomicProperties dict, return_result)."""
+    mf = _make_scf(mol, kind, method, keywords)
+    mf.kernel()
+    if not mf.converged:
+        raise qcng_exc.ConvergenceError(
+            f"PySCF {type(mf).__name__} for {method} did not converge in {mf.max_cycle} cycles "
+            f"(conv_tol={mf.conv_tol:g}); raise max_cycle, or try level_shift or another init_guess"
+        )
+
+    props = _scf_properties(mol, mf, kind)
     if kind == "mp2":
-        from pyscf import mp
-
-        frozen = keywords.get("frozen")
-        frozen = int(frozen) if frozen else None
-        if frozen is not None and (frozen >= nalpha or frozen > nbeta):
-            raise qcng_exc.InputError(
-                f"PySCF keyword frozen={frozen} leaves no correlated occupied orbitals "
-                f"({nalpha} alpha and {nbeta} beta electrons)"
-            )
-        pt = mp.MP2(mf, frozen=frozen)
-        pt.kernel()
-        energy = float(pt.e_tot)
-        props["mp2_correlation_energy"] = float(pt.e_corr)
-        props["mp2_total_energy"] = energy
-        props["mp2_doubles_energy"] = float(pt.e_corr)
-        props["mp2_singles_energy"] = 0.0  # canonical RHF/UHF references: no singles contribution
-        for key, attr in (
-            ("mp2_same_spin_correlation_energy", "e_corr_ss"),
-            ("mp2_opposite_spin_correlation_energy", "e_corr_os"),
-        ):
-            value = getattr(pt, attr, None)
-            if value is not None:
-                props[key] = float(value)
+        energy, pt = _mp2(mf, mol, keywords, props)
         gradient, hessian = _derivatives(pt, driver)
     else:
         energy = float(mf.e_tot)

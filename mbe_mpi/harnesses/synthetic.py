@@ -90,7 +90,7 @@ import numpy as np
 from qcengine.exceptions import InputError as QCEngineInputError
 from qcengine.programs.model import ProgramHarness
 
-from ..errors import InputError
+from .common import driver_name, normalise_keyword, refuse
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput, AtomicResult, Molecule
@@ -124,15 +124,6 @@ _ROUTINE = "mbe_mpi.harnesses.synthetic"
 # ----------------------------------------------------------------------------------------------
 
 
-def _driver_name(driver: Any) -> str:
-    """Plain lower-case driver name from a ``DriverEnum`` or a string."""
-    return str(getattr(driver, "value", driver)).lower()
-
-
-def _normalise_keyword(name: Any) -> str:
-    return str(name).strip().lower().replace("-", "_")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
@@ -162,7 +153,7 @@ def _fault_problem(fault: Any) -> str | None:
         return None
     if not isinstance(fault, Mapping):
         return f"synthetic keyword 'fault' must be a mapping with at least a 'kind', not {fault!r}"
-    keys = {_normalise_keyword(k): v for k, v in fault.items()}
+    keys = {normalise_keyword(k): v for k, v in fault.items()}
     for key in keys:
         if key not in _FAULT_KEYS:
             return f"unknown key {key!r} in synthetic keyword 'fault'; accepted keys: {', '.join(_FAULT_KEYS)}"
@@ -204,11 +195,11 @@ def _model_problem(method: Any, basis: Any, driver: Any, keywords: Mapping[str, 
     if not (basis is None or (isinstance(basis, str) and not basis.strip())):
         shown = basis if isinstance(basis, str) else getattr(basis, "name", type(basis).__name__)
         return f"program synthetic was given basis {shown!r}, but the synthetic model has no basis; leave it empty"
-    drv = _driver_name(driver)
+    drv = driver_name(driver)
     if drv not in _DRIVERS:
         return f"program synthetic cannot do driver {drv!r}; available drivers: {', '.join(_DRIVERS)}"
     for key, value in (keywords or {}).items():
-        name = _normalise_keyword(key)
+        name = normalise_keyword(key)
         if name not in _KEYWORDS:
             return f"unknown synthetic keyword {key!r}; accepted keywords: {', '.join(_KEYWORDS)}"
         problem = _keyword_problem(name, value)
@@ -240,6 +231,8 @@ def _pair_derivatives(f1: np.ndarray, f2: np.ndarray | None, d: np.ndarray, hess
     return gradient, hess.reshape(3 * n, 3 * n)
 
 
+# One function on purpose (longer than our usual 60 lines): the energy and its analytic derivatives
+# read top to bottom as the formula in the module docstring, sharing every intermediate.
 def synthetic_model(
     geometry: np.ndarray, numbers: np.ndarray, real: np.ndarray, charge: float, order: int = 0
 ) -> tuple[float, np.ndarray | None, np.ndarray | None]:
@@ -380,6 +373,22 @@ def _fire(kind: str, oom_gib: float) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _maybe_fire(keywords: dict[str, Any], mol: Any, nreal: int, nghost: int) -> None:
+    """The configured fault, if this task is selected (and, when transient, still has firings left)."""
+    fault = keywords.get("fault")
+    if fault is None:
+        return
+    fault = {normalise_keyword(k): v for k, v in fault.items()}
+    kind = fault["kind"].strip().lower()
+    if not _fault_selected(fault, mol, nreal, nghost):
+        return
+    state_dir = keywords.get("state_dir")
+    if state_dir is not None and "attempts" in fault:
+        if not _claim_firing(os.fspath(state_dir), mol.get_hash(), int(fault["attempts"]), kind):
+            return
+    _fire(kind, float(fault.get("oom_gib", 64)))
+
+
 class SyntheticHarness(ProgramHarness):
     """QCEngine program "synthetic": a synthetic many-body model with tunable cost and faults.
 
@@ -406,22 +415,14 @@ class SyntheticHarness(ProgramHarness):
         return SYNTHETIC_MODEL_VERSION
 
     def check_model(self, method: str, basis: str | None, driver: str, keywords: dict[str, Any] | None) -> None:
-        """Refuse, before any work, a method/basis/driver/keyword set this harness cannot run.
-
-        Raises
-        ------
-        mbe_mpi.errors.InputError
-            with one sentence naming the bad value and what is accepted.
-        """
-        problem = _model_problem(method, basis, driver, keywords)
-        if problem:
-            raise InputError(problem)
+        """Refuse, before any QC work, what this harness cannot run (InputError naming the value)."""
+        refuse(_model_problem(method, basis, driver, keywords))
 
     @staticmethod
     def expected_seconds(keywords: Mapping[str, Any], natom: int) -> float:
         """The cost this program spends on a task of ``natom`` atoms (real and ghost): known exactly,
         which lets the scheduler's simulator be checked against real runs."""
-        keywords = {_normalise_keyword(k): v for k, v in keywords.items()}
+        keywords = {normalise_keyword(k): v for k, v in keywords.items()}
         return float(keywords.get("seconds", 0.0)) * float(natom) ** float(keywords.get("exponent", 0.0))
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
@@ -432,8 +433,8 @@ class SyntheticHarness(ProgramHarness):
         problem = _model_problem(spec.model.method, spec.model.basis, spec.driver, spec.keywords)
         if problem:
             raise QCEngineInputError(problem)
-        driver = _driver_name(spec.driver)
-        keywords = {_normalise_keyword(k): v for k, v in spec.keywords.items()}
+        driver = driver_name(spec.driver)
+        keywords = {normalise_keyword(k): v for k, v in spec.keywords.items()}
 
         mol = input_data.molecule
         natom = len(mol.symbols)
@@ -451,17 +452,7 @@ class SyntheticHarness(ProgramHarness):
         cost = self.expected_seconds(keywords, natom)
         _spend(cost, str(keywords.get("mode", "sleep")).strip().lower())
 
-        fault = keywords.get("fault")
-        if fault is not None:
-            fault = {_normalise_keyword(k): v for k, v in fault.items()}
-            kind = fault["kind"].strip().lower()
-            if _fault_selected(fault, mol, nreal, natom - nreal):
-                state_dir = keywords.get("state_dir")
-                fires = True
-                if state_dir is not None and "attempts" in fault:
-                    fires = _claim_firing(os.fspath(state_dir), mol.get_hash(), int(fault["attempts"]), kind)
-                if fires:
-                    _fire(kind, float(fault.get("oom_gib", 64)))
+        _maybe_fire(keywords, mol, nreal, natom - nreal)
 
         order = {"energy": 0, "gradient": 1, "hessian": 2}[driver]
         energy, gradient, hessian = synthetic_model(

@@ -68,7 +68,7 @@ from qcengine.exceptions import ConvergenceError, UnknownError
 from qcengine.exceptions import InputError as QCEngineInputError
 from qcengine.programs.model import ProgramHarness
 
-from ..errors import InputError
+from .common import driver_name, normalise_keyword, refuse
 
 try:  # load libtblite (and its OpenMP runtime) now: see "Threads" above
     import tblite.interface  # noqa: F401
@@ -100,15 +100,6 @@ def _canonical_method(method: Any) -> str | None:
     return _METHODS.get(re.sub(r"[\s_\-]", "", method.lower()))
 
 
-def _driver_name(driver: Any) -> str:
-    """Plain lower-case driver name from a ``DriverEnum`` or a string."""
-    return str(getattr(driver, "value", driver)).lower()
-
-
-def _normalise_keyword(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
-
-
 def _check_keyword_value(name: str, value: Any) -> str | None:
     """Sentence describing what is wrong with ``value`` for keyword ``name``, or None if fine."""
     is_int = isinstance(value, Integral) and not isinstance(value, bool)
@@ -138,19 +129,69 @@ def _model_problem(method: Any, basis: Any, driver: Any, keywords: dict[str, Any
             f"tblite was given basis {shown!r}, but xTB methods ({', '.join(_METHODS.values())}) have no basis "
             f"choice; leave the basis empty"
         )
-    drv = _driver_name(driver)
+    drv = driver_name(driver)
     if drv not in _DRIVERS:
         return f"tblite cannot do driver {drv!r} (no analytic Hessian or properties); available drivers: " + ", ".join(
             _DRIVERS
         )
     for key, value in (keywords or {}).items():
-        name = _normalise_keyword(str(key))
+        name = normalise_keyword(str(key))
         if name not in _KEYWORDS:
             return f"unknown tblite keyword {key!r}; accepted keywords: {', '.join(_KEYWORDS)}"
         problem = _check_keyword_value(name, value)
         if problem:
             return problem
     return None
+
+
+def _singlepoint(method: str, numbers: np.ndarray, positions: np.ndarray, charge: float, uhf: int,
+                 keywords: dict[str, Any], log: list[str]) -> Any:
+    """tblite's calculator set up from our keywords, run once; its errors as QCEngine's kinds."""
+    from tblite.exceptions import TBLiteRuntimeError, TBLiteTypeError, TBLiteValueError
+    from tblite.interface import Calculator
+
+    try:
+        calc = Calculator(method, numbers, positions, charge=charge, uhf=uhf, color=False, logger=log.append)
+        calc.set("verbosity", int(keywords.get("verbosity", 0)))
+        if "accuracy" in keywords:
+            calc.set("accuracy", float(keywords["accuracy"]))
+        if "max_iter" in keywords:
+            calc.set("max-iter", int(keywords["max_iter"]))
+        if "electronic_temperature" in keywords:
+            calc.set("temperature", float(keywords["electronic_temperature"]) * _KELVIN_TO_HARTREE)
+    except (TBLiteRuntimeError, TBLiteTypeError, TBLiteValueError) as exc:
+        # e.g. an element beyond the parametrisation (Z > 86)
+        raise QCEngineInputError(f"tblite {method} could not be set up: {exc}") from exc
+    try:
+        return calc.singlepoint()
+    except TBLiteRuntimeError as exc:
+        message = f"tblite {method} failed: {exc}"
+        if "not converged" in str(exc).lower():
+            raise ConvergenceError(message) from exc
+        raise UnknownError(message) from exc
+
+
+def _properties(res: Any, natom: int, real: np.ndarray, driver: str) -> tuple[dict[str, Any], Any]:
+    """AtomicProperties and return_result from tblite's result; ghost atoms get zero gradient rows."""
+    energy = float(res.get("energy"))
+    norb = int(res.get("norbitals"))
+    properties: dict[str, Any] = {
+        "calcinfo_natom": natom,  # of the input molecule, ghosts included (rows of the gradient)
+        "calcinfo_nbasis": norb,
+        "calcinfo_nmo": norb,
+        "return_energy": energy,
+        "scf_total_energy": energy,
+        "scf_dipole_moment": np.asarray(res.get("dipole"), dtype=float),  # e*bohr, same origin as input
+    }
+    if driver == "gradient":
+        gradient = np.zeros((natom, 3))
+        gradient[real] = np.asarray(res.get("gradient"), dtype=float).reshape(-1, 3)
+        properties["return_gradient"] = gradient
+        properties["scf_total_gradient"] = gradient
+        return_result: Any = gradient
+    else:
+        return_result = energy
+    return properties, return_result
 
 
 class TBLiteHarness(ProgramHarness):
@@ -191,16 +232,8 @@ class TBLiteHarness(ProgramHarness):
         return self.version_cache[which_prog]
 
     def check_model(self, method: str, basis: str | None, driver: str, keywords: dict[str, Any] | None) -> None:
-        """Refuse, before any QC work, a method/basis/driver/keyword set this harness cannot run.
-
-        Raises
-        ------
-        mbe_mpi.errors.InputError
-            with one sentence naming the bad value and what is available.
-        """
-        problem = _model_problem(method, basis, driver, keywords)
-        if problem:
-            raise InputError(problem)
+        """Refuse, before any QC work, what this harness cannot run (InputError naming the value)."""
+        refuse(_model_problem(method, basis, driver, keywords))
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         """Run one xTB single point on the real atoms of ``input_data.molecule``.
@@ -211,16 +244,14 @@ class TBLiteHarness(ProgramHarness):
         self.found(raise_error=True)
 
         from qcelemental.models.v2 import AtomicResult, Provenance
-        from tblite.exceptions import TBLiteRuntimeError, TBLiteTypeError, TBLiteValueError
-        from tblite.interface import Calculator
 
         spec = input_data.specification
         problem = _model_problem(spec.model.method, spec.model.basis, spec.driver, spec.keywords)
         if problem:
             raise QCEngineInputError(problem)
         method = _canonical_method(spec.model.method)
-        driver = _driver_name(spec.driver)
-        keywords = {_normalise_keyword(str(k)): v for k, v in spec.keywords.items()}
+        driver = driver_name(spec.driver)
+        keywords = {normalise_keyword(str(k)): v for k, v in spec.keywords.items()}
 
         mol = input_data.molecule
         natom = len(mol.symbols)
@@ -236,46 +267,8 @@ class TBLiteHarness(ProgramHarness):
         uhf = round(multiplicity) - 1
 
         log: list[str] = []  # tblite's printout goes here, never to stdout
-        try:
-            calc = Calculator(method, numbers, positions, charge=charge, uhf=uhf, color=False, logger=log.append)
-            calc.set("verbosity", int(keywords.get("verbosity", 0)))
-            if "accuracy" in keywords:
-                calc.set("accuracy", float(keywords["accuracy"]))
-            if "max_iter" in keywords:
-                calc.set("max-iter", int(keywords["max_iter"]))
-            if "electronic_temperature" in keywords:
-                calc.set("temperature", float(keywords["electronic_temperature"]) * _KELVIN_TO_HARTREE)
-        except (TBLiteRuntimeError, TBLiteTypeError, TBLiteValueError) as exc:
-            # e.g. an element beyond the parametrisation (Z > 86)
-            raise QCEngineInputError(f"tblite {method} could not be set up: {exc}") from exc
-
-        try:
-            res = calc.singlepoint()
-        except TBLiteRuntimeError as exc:
-            message = f"tblite {method} failed: {exc}"
-            if "not converged" in str(exc).lower():
-                raise ConvergenceError(message) from exc
-            raise UnknownError(message) from exc
-
-        energy = float(res.get("energy"))
-        norb = int(res.get("norbitals"))
-        properties: dict[str, Any] = {
-            "calcinfo_natom": natom,  # of the input molecule, ghosts included (rows of the gradient)
-            "calcinfo_nbasis": norb,
-            "calcinfo_nmo": norb,
-            "return_energy": energy,
-            "scf_total_energy": energy,
-            "scf_dipole_moment": np.asarray(res.get("dipole"), dtype=float),  # e*bohr, same origin as input
-        }
-        if driver == "gradient":
-            gradient = np.zeros((natom, 3))
-            gradient[real] = np.asarray(res.get("gradient"), dtype=float).reshape(-1, 3)
-            properties["return_gradient"] = gradient
-            properties["scf_total_gradient"] = gradient
-            return_result: Any = gradient
-        else:
-            return_result = energy
-
+        res = _singlepoint(method, numbers, positions, charge, uhf, keywords, log)
+        properties, return_result = _properties(res, natom, real, driver)
         return AtomicResult(
             input_data=input_data,
             molecule=mol,

@@ -2,7 +2,8 @@
 
 Same protocol bytes and the same master/worker code as under MPI. Workers are started once per
 run with the ``spawn`` method: a forked child would inherit the parent's OpenMP/BLAS thread pools
-and (under ``mpiexec -n 1``) its MPI state, both unsafe to use after fork.
+and (under ``mpiexec -n 1``) its MPI state, both unsafe to use after fork. What a worker runs is
+given as ``entry``, a picklable callable that takes the worker's :class:`PipeWorkerEndpoint`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import select
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,15 @@ class PipeWorkerEndpoint:
     def send(self, data: bytes) -> None:
         self.conn.send_bytes(data)
 
+    def inherited_fds(self) -> tuple[int, ...]:
+        return (self.conn.fileno(),)
 
-def _worker_main(conn: multiprocessing.connection.Connection, rank: int, init: dict[str, Any]) -> None:
+
+def _worker_main(conn: multiprocessing.connection.Connection, rank: int,
+                 entry: Callable[[PipeWorkerEndpoint], None]) -> None:
     """Entry point of a local worker process (module level so that ``spawn`` can import it)."""
-    from ..runner import worker_startup  # imported here: the child process starts from scratch
-
     try:
-        worker_startup(PipeWorkerEndpoint(conn, rank), init)
+        entry(PipeWorkerEndpoint(conn, rank))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the master went away or the user interrupted: nothing left to report to
 
@@ -66,8 +68,9 @@ class LocalMasterTransport:
 
     # waiting is poll() on the pipes: a message wakes the master at once, so it never polls for nothing
     max_idle_wait = min_idle_wait = 0.05
+    failed: set[int] = frozenset()  # only an MPI library declares processes failed
 
-    def __init__(self, n_workers: int, init: dict[str, Any], threads: int):
+    def __init__(self, n_workers: int, entry: Callable[[PipeWorkerEndpoint], None], threads: int):
         context = multiprocessing.get_context("spawn")
         self.worker_ids = list(range(1, n_workers + 1))
         self._conns: dict[int, multiprocessing.connection.Connection] = {}
@@ -76,7 +79,7 @@ class LocalMasterTransport:
             for worker in self.worker_ids:
                 parent_end, child_end = context.Pipe(duplex=True)
                 proc = context.Process(
-                    target=_worker_main, args=(child_end, worker, init), name=f"mbe_mpi-worker-{worker}",
+                    target=_worker_main, args=(child_end, worker, entry), name=f"mbe_mpi-worker-{worker}",
                     daemon=False,  # a worker supervises its own QC child; close() ends it
                 )
                 proc.start()
@@ -117,6 +120,9 @@ class LocalMasterTransport:
                 self._forget(worker)
                 events.append((worker, None))
         return events
+
+    def exit_notices(self) -> int:
+        return 0  # a closed pipe names the worker that ended
 
     def _forget(self, worker: int) -> None:
         conn = self._conns.pop(worker, None)

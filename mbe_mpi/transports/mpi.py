@@ -4,16 +4,25 @@ Everything is non-blocking on the master (Isend / Iprobe): a slow or busy worker
 Messages are raw bytes (``MPI.BYTE`` buffers) so that mpi4py does not pickle them a second time.
 Waiting is done with Iprobe and a short sleep rather than a blocking Recv, because MPICH's blocking
 calls spin a core at 100%, which oversubscribed nodes (and the master) cannot afford.
+
+The MPI job's lifecycle lives here too: rank 0's start-up announcement, MPICH hydra's notices that a
+rank ended, ending the job when a lost rank would hang ``MPI_Finalize``, and finalizing MPI where a
+failure can still be reported.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterable
 
 from mpi4py import MPI
 
 from ..backoff import Backoff
+from . import launched_by_hydra
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,14 @@ def await_announcement(comm: MPI.Comm) -> object:
     return comm.recv(source=0, tag=ANNOUNCE_TAG)
 
 
+def workers_on_node(comm: MPI.Comm) -> int:
+    """Worker ranks on this rank's node (collective: every rank calls it), to share the node's memory."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    workers = node.Get_size() - node.allreduce(int(comm.Get_rank() == 0))
+    node.Free()
+    return workers
+
+
 def _drain(comm: MPI.Comm, source: int, status: MPI.Status, out: list) -> None:
     """Receive every message already there into ``out`` (kept if a peer failure interrupts)."""
     while comm.Iprobe(source=source, tag=TAG, status=status):
@@ -52,6 +69,66 @@ def _drain(comm: MPI.Comm, source: int, status: MPI.Status, out: list) -> None:
 #: error classes by which a fault-tolerant MPI (ULFM: Open MPI's ``mpirun --with-ft ulfm``) reports a dead peer
 _PEER_FAILED = {getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
                 if hasattr(MPI, name)}
+
+
+def finalize() -> None:
+    """End MPI now, where a failure can still be reported, instead of silently at interpreter exit.
+
+    mpi4py finalizes at exit and ignores errors. A rank whose MPI_Finalize fails (MPICH refuses
+    while a message was never received) never tells the launcher it finished, and hydra then
+    kills every rank (exit code 9, "Killed (signal 9)") -- all the user would see. Here the reason
+    is printed.
+    """
+    if not MPI.Is_initialized() or MPI.Is_finalized():
+        return
+    rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        MPI.Finalize()
+    except MPI.Exception as exc:
+        print(f"mbe_mpi: MPI_Finalize failed on rank {rank}; mpiexec may now end the job with an error: "
+              f"{exc.Get_error_string()}", file=sys.stderr, flush=True)
+
+
+def abort(code: int) -> None:
+    """End every rank of the job now (after the output is written), with ``code``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(code)
+
+
+def end_if_ranks_lost(lost: Iterable[int], failed: set[int]) -> None:
+    """End the MPI job once everything is written, if a lost worker would hang MPI_Finalize.
+
+    MPI_Finalize waits for every rank, and a lost (hung or stopped) one never arrives;
+    ``MPI_Abort(0)`` from rank 0 ends every rank and MPICH's ``mpiexec`` then returns 0. Ranks that
+    a fault-tolerant MPI (ULFM) reported failed do not hold up MPI_Finalize, and MPI_Abort after
+    such a failure can leave ranks behind (Open MPI 5.0): if every lost worker is such a rank, the
+    job ends normally.
+    """
+    if set(lost) - failed:
+        abort(0)
+
+
+def ignore_hydra_notices() -> None:
+    """Hydra's SIGUSR1 (a rank ended) arrives on any rank until the very end: never die of it."""
+    if launched_by_hydra() and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+class _HydraNotices:
+    """Counts MPICH hydra's SIGUSR1, which ``mpiexec -disable-auto-cleanup`` sends when a rank ends.
+
+    Measured: within ~10 ms of a rank's end, whatever its exit code, and without saying which rank.
+    So under hydra SIGUSR1 is not a stop request; SIGTERM, which hydra forwards, remains the way to stop.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        if launched_by_hydra() and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._notice)
+
+    def _notice(self, signum: int, frame: object) -> None:
+        self.count += 1
 
 
 class MPIMasterTransport:
@@ -71,6 +148,10 @@ class MPIMasterTransport:
         self._gone: list[int] = []  # found unreachable, not reported yet
         self.failed: set[int] = set()  # ranks the MPI library reported failed (ULFM)
         self._status = MPI.Status()
+        self._notices = _HydraNotices()
+
+    def exit_notices(self) -> int:
+        return self._notices.count
 
     def send(self, worker: int, data: bytes) -> None:
         try:
@@ -151,6 +232,9 @@ class MPIWorkerEndpoint:
         self.rank = comm.Get_rank()
         self.master = master
         self._status = MPI.Status()
+
+    def inherited_fds(self) -> tuple[int, ...]:
+        return ()  # nothing a forked child could hold open for us (its QC child is spawned anyway)
 
     def poll(self) -> bytes | None:
         if not self.comm.Iprobe(source=self.master, tag=TAG, status=self._status):

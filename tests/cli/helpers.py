@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+#: the environment that makes the test-only plugin ``worker_exit`` importable (see tests/data/plugins)
+WORKER_EXIT_PLUGIN = {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+    [str(REPO / "tests" / "data" / "plugins"), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def mpiexec() -> str:

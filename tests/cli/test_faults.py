@@ -21,7 +21,7 @@ import mbe_mpi
 from mbe_mpi.errors import TaskFailedError
 
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
-from .helpers import REPO
+from .helpers import REPO, WORKER_EXIT_PLUGIN
 
 DIMERS = {"when_natoms_real": 6, "when_natoms_ghost": 0}  # the 3 nocp dimers of a water trimer
 
@@ -112,9 +112,9 @@ def test_when_every_worker_is_gone_the_master_stops_and_keeps_the_results(tmp_pa
     case = tmp_path / "case.json"
     case.write_text(mbi.model_dump_json())
     out = tmp_path / "out.json"
-    proc = subprocess.run([sys.executable, "-m", "mbe_mpi", str(case), "-o", str(out), "--n-workers", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "MBE_MPI_FAULT_WORKER_EXIT": "1:3"})
+    proc = subprocess.run([sys.executable, "-m", "mbe_mpi", str(case), "-o", str(out), "--n-workers", "1",
+                           "--plugin", "worker_exit"], cwd=REPO, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, **WORKER_EXIT_PLUGIN, "MBE_MPI_TEST_WORKER_EXIT": "1:3"})
     assert proc.returncode == 1, proc.stderr
     assert "every worker is gone (1); 3 results were kept; rerun to resume" in proc.stderr
     assert "Traceback" not in proc.stderr

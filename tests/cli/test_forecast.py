@@ -19,11 +19,11 @@ def test_prediction_within_10_percent_of_a_real_run(barrier):
     """50 sleep tasks of 36-324 ms (11.8 s of work) on 2 local workers."""
     from mbe_mpi.costs import program_estimates
     from mbe_mpi.forecast import TASK_OVERHEAD_SECONDS
-    from mbe_mpi.master import SchedulePolicy
     from mbe_mpi.options import ExecutionOptions
     from mbe_mpi.plan import build_plan
-    from mbe_mpi.runner import run
-    from mbe_mpi.simulate import simulate
+    from mbe_mpi.run import run
+    from mbe_mpi.scheduling import SchedulePolicy
+    from mbe_mpi.scheduling.simulate import simulate
 
     mbi = _synthetic()
     plan = build_plan(mbi)

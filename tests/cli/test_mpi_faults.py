@@ -20,7 +20,7 @@ import pytest
 from qcmanybody.models.v2 import ManyBodyResult
 
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
-from .helpers import REPO, mpiexec
+from .helpers import REPO, WORKER_EXIT_PLUGIN, mpiexec
 from .test_faults import _journaled
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,7 +99,8 @@ def test_killed_qc_child_of_a_rank_is_a_failed_task_retried(tmp_path):
 
 
 def test_rank_that_exits_mid_run_is_survived(tmp_path):
-    proc, out, _ = _launch(tmp_path, {}, env={"MBE_MPI_FAULT_WORKER_EXIT": "2:15"})
+    proc, out, _ = _launch(tmp_path, {"plugins": ["worker_exit"]},
+                           env={**WORKER_EXIT_PLUGIN, "MBE_MPI_TEST_WORKER_EXIT": "2:15"})
     result, stderr = _finish(proc, out)
     assert "worker 2 exits now (fault injection)" in stderr
     # hydra's SIGUSR1 notice found it before heartbeat_timeout (6 s) would have

@@ -462,20 +462,25 @@ def test_render_command_line_writes_an_executable(tmp_path, capsys):
 # --- docs ---------------------------------------------------------------------------------------------
 
 
-def _option_rows() -> dict[str, str]:
-    """The rows of docs/hpc.md's option table: option name -> its flag cell."""
+def _option_cells() -> dict[str, list[str]]:
+    """The rows of docs/hpc.md's option table: option name -> its cells (flag, default, advice)."""
     rows = {}
     for line in HPC_GUIDE.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 4 and re.fullmatch(r"`\w+`", cells[0]):
-            rows[cells[0].strip("`")] = cells[1]
+            rows[cells[0].strip("`")] = cells[1:]
     return rows
+
+
+def _option_rows() -> dict[str, str]:
+    """The rows of docs/hpc.md's option table: option name -> its flag cell."""
+    return {name: cells[0] for name, cells in _option_cells().items()}
 
 
 def test_hpc_guide_explains_every_execution_option():
     from mbe_mpi.options import ExecutionOptions
 
-    fields = [field.name for field in dataclasses.fields(ExecutionOptions)]
+    fields = list(ExecutionOptions.model_fields)
     text = HPC_GUIDE.read_text()
     rows = _option_rows()
     missing = [name for name in fields if name not in rows]
@@ -495,11 +500,26 @@ def test_hpc_guide_option_flags_match_the_parser():
     for name, cell in rows.items():
         for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", cell):
             assert flag in known, f"docs/hpc.md gives {name} the flag {flag}, which python -m mbe_mpi does not know"
-    for field in dataclasses.fields(ExecutionOptions):
-        dashed = field.name.replace("_", "-")
+    for name in ExecutionOptions.model_fields:
+        dashed = name.replace("_", "-")
         for flag in (f"--{dashed}", f"--no-{dashed}", f"--{dashed.rstrip('s')}"):
             if flag in known:
-                assert flag in rows[field.name], f"docs/hpc.md's row for {field.name} does not mention {flag}"
+                assert flag in rows[name], f"docs/hpc.md's row for {name} does not mention {flag}"
+
+
+def test_hpc_guide_defaults_are_the_options_defaults():
+    """The default column says what ExecutionOptions (the one home of defaults) says."""
+    from mbe_mpi.options import ExecutionOptions
+
+    cells = _option_cells()
+    for name, field in ExecutionOptions.model_fields.items():
+        default = field.default
+        if default is None:
+            continue  # described in words (e.g. "the usable cores")
+        shown = {True: "true", False: "false", (): "none"}.get(default) if isinstance(default, (bool, tuple)) else (
+            f"{default:g}" if isinstance(default, (int, float)) else str(default))
+        assert shown in cells[name][1], f"docs/hpc.md gives {name} the default {cells[name][1]!r}, not {shown}"
+        assert field.description, f"{name} has no description"
 
 
 def test_guides_name_every_template():

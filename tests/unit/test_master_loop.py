@@ -1,8 +1,8 @@
-"""The master loop (``run_master``) on a virtual clock: results taken in bursts, no worker starved.
+"""The master loop (:class:`Master`) on a virtual clock: results taken in bursts, no worker starved.
 
 The workers are simulated inside a fake transport: a task sent to a worker starts when the worker
-is free and its RESULT becomes readable when it ends. ``time`` in the master (and its back-off
-helpers) is replaced by the same virtual clock, so the test is exact and instant.
+is free and its RESULT becomes readable when it ends. The master reads time from the same virtual
+clock (passed in), so the test is exact and instant.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import itertools
 
 import pytest
 
-import mbe_mpi.backoff
-import mbe_mpi.master
 from mbe_mpi.backoff import ArrivalRate
 from mbe_mpi.costs import CostModel
-from mbe_mpi.master import SchedulePolicy, Scheduler, run_master
+from mbe_mpi.master import GOODBYE_TIMEOUT, Master, shut_down
 from mbe_mpi.plan import Task, build_plan
 from mbe_mpi.protocol import (
     GoodbyeMessage,
     HeartbeatMessage,
     ReadyMessage,
+    ResultBatch,
     ResultMessage,
     ShutdownMessage,
     StealMessage,
@@ -31,6 +30,7 @@ from mbe_mpi.protocol import (
     decode,
     encode,
 )
+from mbe_mpi.scheduling import SchedulePolicy, Scheduler
 from tests.conftest import cluster_molecule, manybody_input
 
 
@@ -55,6 +55,7 @@ class VirtualWorkers:
     """A MasterTransport whose workers run each task for ``duration(task_id)`` virtual seconds."""
 
     min_idle_wait = max_idle_wait = 0.05  # blocking waits, as on pipes
+    failed: set[int] = frozenset()
 
     def __init__(self, clock: VirtualClock, n_workers: int, duration):
         self.clock = clock
@@ -91,7 +92,7 @@ class VirtualWorkers:
                 end = start + self.duration(spec.task_id)
                 self.free_at[worker] = end
                 self.runs[worker].append((start, end))
-                self._post(end, worker, encode(ResultMessage(spec.task_id, worker, end - start, energy=-1.0)))
+                self._post(end, worker, encode(ResultBatch((ResultMessage(spec.task_id, worker, end - start, energy=-1.0),))))
         elif isinstance(message, StealMessage):  # tasks were planned to run already: give nothing back
             self._post(self.clock.now, worker, encode(StolenMessage(worker, ())))
         elif isinstance(message, ShutdownMessage):  # read once the worker has started
@@ -111,6 +112,9 @@ class VirtualWorkers:
         self.results_per_wait.append(len(events))
         return events
 
+    def exit_notices(self) -> int:
+        return 0
+
     def close(self, abandon: bool = False) -> None:
         pass
 
@@ -121,11 +125,18 @@ class VirtualWorkers:
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    clock = VirtualClock()
-    monkeypatch.setattr(mbe_mpi.master, "time", clock)
-    monkeypatch.setattr(mbe_mpi.backoff, "time", clock)
-    return clock
+def clock():
+    return VirtualClock()
+
+
+def run_master(workers: VirtualWorkers, plan, **kwargs):
+    """A run as mbe_mpi.run does it: the master's loop, then the shutdown handshake."""
+    master = Master(workers, plan, clock=workers.clock, **kwargs)
+    try:
+        return master.run()
+    finally:
+        shut_down(workers, master.remaining_workers, started=master.started, hurry=master.abandoned > 0,
+                  clock=workers.clock)
 
 
 def _trimer_tasks():
@@ -263,4 +274,4 @@ def test_a_worker_still_starting_is_waited_for_and_a_silent_one_is_not_forever(c
     workers.silent = {1}
     started = clock.now
     run_master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy())
-    assert mbe_mpi.master.GOODBYE_TIMEOUT <= clock.now - started < mbe_mpi.master.GOODBYE_TIMEOUT + 1
+    assert GOODBYE_TIMEOUT <= clock.now - started < GOODBYE_TIMEOUT + 1

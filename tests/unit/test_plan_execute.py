@@ -7,10 +7,10 @@ from pathlib import Path
 
 import qcengine
 
-from mbe_mpi.execute import WorkerContext, run_task, task_scratch
 from mbe_mpi.fragments import build_atomic_input, build_fragment_molecule
 from mbe_mpi.plan import build_plan
 from mbe_mpi.protocol import TaskSpec
+from mbe_mpi.worker.execute import WorkerContext, run_task, task_scratch
 
 from ..cases import case_inputs
 from ..conftest import cluster_molecule, manybody_input
@@ -18,7 +18,7 @@ from ..conftest import cluster_molecule, manybody_input
 
 def test_dispatch_order_is_level_by_level_largest_first_supersystem_last():
     plan = build_plan(case_inputs()["xtb-gradient-supersystem"])
-    order = plan.dispatch_order()
+    order = [task for group in plan.by_level().values() for task in group]
     assert sorted(t.index for t in order) == list(range(len(plan.tasks)))
     levels = [t.level for t in order]
     assert levels == sorted(levels)
@@ -34,7 +34,7 @@ def test_counterpoise_tasks_cost_more_than_bare_ones():
     bare = [t.cost for t in monomers if len(t.basis) == 1]
     ghosted = [t.cost for t in monomers if len(t.basis) > 1]
     assert bare and ghosted and min(ghosted) > max(bare)
-    assert plan.dispatch_order()[0].basis == (1, 2, 3)  # ghosted monomers go first in level 1
+    assert plan.by_level()[1][0].basis == (1, 2, 3)  # ghosted monomers go first in level 1
 
 
 def test_run_task_equals_a_direct_qcengine_call():

@@ -6,8 +6,8 @@ import io
 
 from mbe_mpi.master import Completion
 from mbe_mpi.plan import build_plan
-from mbe_mpi.progress import Progress
 from mbe_mpi.protocol import ResultMessage, TaskError
+from mbe_mpi.report import Progress
 
 from ..conftest import cluster_molecule, manybody_input
 

@@ -57,7 +57,7 @@ def test_error_result_roundtrip():
 
 
 def test_shutdown_and_goodbye_roundtrip():
-    assert decode(encode(ShutdownMessage(1))) == ShutdownMessage(1)
+    assert decode(encode(ShutdownMessage())) == ShutdownMessage()
     assert decode(encode(GoodbyeMessage(3))) == GoodbyeMessage(3)
 
 

@@ -13,8 +13,8 @@ import random
 import pytest
 
 from mbe_mpi.costs import CostModel
-from mbe_mpi.master import Assign, Scheduler, Steal
 from mbe_mpi.plan import Task
+from mbe_mpi.scheduling import Assign, Scheduler, Steal
 
 
 def _tasks(rng, per_level=(5, 12, 9)):
@@ -149,7 +149,7 @@ def test_largest_first_then_learned_costs_reorder_the_level():
     model = CostModel()
     model.observe(Task(100, 0, (3,), (3,), 103.0), 0.01)  # measured earlier in the run (same shapes)
     model.observe(Task(101, 0, (3,), (3, 4), 13.0), 1.0)
-    sched = Scheduler({1: bare + ghosted}, [1], prefetch=1, cost_model=model)
+    sched = Scheduler({1: bare + ghosted}, [1], prefetch=1, batch_seconds=0.0, cost_model=model)
     order = []
     while not sched.finished:
         (action,) = sched.actions()

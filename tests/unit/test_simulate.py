@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from mbe_mpi.costs import CostModel, program_estimates
-from mbe_mpi.master import FIFO_POLICY, SchedulePolicy
 from mbe_mpi.plan import Task, build_plan
-from mbe_mpi.simulate import lower_bounds, simulate
+from mbe_mpi.scheduling import FIFO_POLICY, SchedulePolicy
+from mbe_mpi.scheduling.simulate import lower_bounds, simulate
 
 from ..conftest import cluster_molecule, manybody_input
 

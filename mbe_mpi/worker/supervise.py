@@ -7,13 +7,14 @@ new child for the next task. The child lives for the whole run -- never one per 
 Python process with QCEngine costs seconds -- and ``memory_per_task`` is enforced in it with
 ``RLIMIT_AS`` on top of what the process already uses after start-up.
 
-:class:`QCChild` has the interface of :class:`mbe_mpi.worker.QCThread` (a queue the supervisor
-thread takes from, results it leaves, an event it sets), so the worker loop does not care which
-one runs its tasks.
+:class:`QCChild` has the interface of :class:`~mbe_mpi.worker.executors.QCThread` (a queue the
+supervisor thread takes from, results it leaves, an event it sets), so the worker loop does not care
+which one runs its tasks. The child hears of each expansion by the same JOB message the worker got.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -22,8 +23,11 @@ import signal
 import time
 from typing import Any
 
-from .protocol import ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
-from .worker import QCThread
+from ..plan import task_label
+from ..protocol import JobMessage, ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
+from .execute import prepare_qc_process
+from .executors import JobContexts, QCThread, startup_failure
+from .init import WorkerInit
 
 logger = logging.getLogger(__name__)
 
@@ -38,45 +42,48 @@ def _address_space() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: dict[str, Any]) -> None:
-    """The child: build the worker context, then run one task per message until the pipe closes."""
+def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: WorkerInit) -> None:
+    """The child: get ready (plugins, QCEngine), then run tasks of the current JOB until the pipe closes."""
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
         signal.signal(sig, signal.SIG_IGN)
-    for fd in init.get("close_fds", ()):  # a forked child must not hold its parent's link to the master open:
-        try:                               # the master learns of the parent's death by that link closing
+    for fd in init.close_fds:  # a forked child must not hold its parent's link to the master open:
+        try:                   # the master learns of the parent's death by that link closing
             os.close(fd)
         except OSError:
             pass
-    from .runner import build_worker_context  # a fresh interpreter: import here
-
     try:
-        context = build_worker_context(rank, init)
-        limit = init.get("memory_limit_gib")
-        if limit:
+        prepare_qc_process(init)
+        if init.memory_limit_gib:
             import resource
 
-            ceiling = _address_space() + int(limit * MEMORY_HEADROOM * 1024**3)
+            ceiling = _address_space() + int(init.memory_limit_gib * MEMORY_HEADROOM * 1024**3)
             resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
     except Exception as exc:
         conn.send_bytes(encode(ResultMessage(-1, rank, 0.0, error=TaskError(
             "startup", f"worker could not start: {type(exc).__name__}: {exc}", "", "", rank, 0))))
         return
-    from .execute import run_task
-
     conn.send_bytes(encode(ReadyMessage(rank)))
+    _child_loop(conn, rank, JobContexts(rank, init))
+
+
+def _child_loop(conn: multiprocessing.connection.Connection, rank: int, contexts: JobContexts) -> None:
+    job: JobMessage | None = None
     while True:
         try:
             message = decode(conn.recv_bytes())
         except (EOFError, OSError):  # the supervisor is done with us
-            context.close()
+            contexts.close()
             return
+        if isinstance(message, JobMessage):
+            job = message
+            continue
         for task in message.tasks:
             try:
-                result = run_task(context, task)
+                result = contexts.run(job, task)
             except MemoryError:
+                label = task_label(job.model_chemistries, task) if job is not None else ""
                 result = ResultMessage(task.task_id, rank, 0.0, error=TaskError(
-                    "memory", "the task ran out of memory (memory_per_task)", "", context.label(task), rank,
-                    task.attempt))
+                    "memory", "the task ran out of memory (memory_per_task)", "", label, rank, task.attempt))
             try:
                 conn.send_bytes(encode(result))
             except OSError:  # the supervising worker is gone (killed): nobody to answer, end quietly
@@ -99,22 +106,21 @@ def _death(exitcode: int | None) -> str:
 class QCChild(QCThread):
     """Runs queued tasks one at a time in a supervised child process (the queue logic is QCThread's)."""
 
-    def __init__(self, rank: int, init: dict[str, Any], *, task_timeout: float | None = None,
-                 labels: Any = None, first_start: str = "spawn"):
+    def __init__(self, rank: int, init: WorkerInit):
         super().__init__(self._run_one)
         self.rank = rank
         self._init = init
-        self._timeout = task_timeout
-        self._label = labels or (lambda task: "")
+        self._timeout = init.task_timeout
         self._context = multiprocessing.get_context("spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._startup_error: ResultMessage | None = None
+        self._child_job: int | None = None  # the JOB the child has been sent
         self.restarts = 0
         # The first child may be forked (the local transport: no MPI in this process, and only one
         # thread yet), which saves a second interpreter start-up; restarts happen while the
         # supervisor thread runs, and forking a threaded process is unsafe, so they always spawn.
-        self._start_child(multiprocessing.get_context(first_start))
+        self._start_child(multiprocessing.get_context(init.child_start))
 
     def wait_started(self) -> None:
         """Wait until the child can take tasks (the worker reports READY only then), then supervise."""
@@ -135,13 +141,14 @@ class QCChild(QCThread):
         parent_end, child_end = context.Pipe(duplex=True)
         init = self._init
         if context.get_start_method() == "fork":  # the forked child must not keep our end open either
-            init = {**init, "close_fds": [*init.get("close_fds", ()), parent_end.fileno()]}
+            init = dataclasses.replace(init, close_fds=(*init.close_fds, parent_end.fileno()))
         self._proc = context.Process(target=_child_main, args=(child_end, self.rank, init),
                                            name=f"mbe_mpi-qc-{self.rank}", daemon=True)
         self._proc.start()
         child_end.close()
         self._conn = parent_end
         self._ready = False
+        self._child_job = None
 
     def _kill_child(self) -> None:
         proc, conn = self._proc, self._conn
@@ -169,28 +176,45 @@ class QCChild(QCThread):
                 return False
         return True
 
-    def _run_one(self, task: TaskSpec) -> ResultMessage:
+    def _run_one(self, job: JobMessage | None, task: TaskSpec) -> ResultMessage:
         started = time.perf_counter()
+        if job is None:
+            return startup_failure(self.rank, task, "worker received a task before its JOB message", "internal")
 
         def failure(kind: str, message: str) -> ResultMessage:
-            error = TaskError(kind, message, "", self._label(task), self.rank, task.attempt)
+            error = TaskError(kind, message, "", task_label(job.model_chemistries, task), self.rank, task.attempt)
             return ResultMessage(task.task_id, self.rank, time.perf_counter() - started, error=error)
 
+        problem = self._hand_over(job, task)
+        if problem is not None:
+            return failure(*problem)
+        result = self._await_result()
+        return result if isinstance(result, ResultMessage) else failure(*result)
+
+    def _hand_over(self, job: JobMessage, task: TaskSpec) -> tuple[str, str] | None:
+        """Give the task (and, when new to the child, its JOB) to a ready child; else why not."""
         if self._proc is None:
             self._start_child()
         if not self._await_ready():
             exitcode = self._proc.exitcode if self._proc is not None else None
             self._kill_child()
-            return failure("crash", f"the QC process could not start: {_death(exitcode)}")
+            return "crash", f"the QC process could not start: {_death(exitcode)}"
         if self._startup_error is not None:
             error = self._startup_error.error
-            return failure(error.kind, error.message)
+            return error.kind, error.message
         try:
+            if self._child_job != job.job_id:
+                self._conn.send_bytes(encode(job))
+                self._child_job = job.job_id
             self._conn.send_bytes(encode(TaskMessage((task,))))
         except (BrokenPipeError, OSError):
             exitcode = self._proc.exitcode
             self._kill_child()
-            return failure("crash", f"the QC process died before the task started: {_death(exitcode)}")
+            return "crash", f"the QC process died before the task started: {_death(exitcode)}"
+        return None
+
+    def _await_result(self) -> ResultMessage | tuple[str, str]:
+        """The child's answer, or (kind, message) when it crashed, overran task_timeout or we stop."""
         # the clock starts when the child has the task (a restarted child may take seconds to start)
         deadline = time.perf_counter() + self._timeout if self._timeout else float("inf")
         while True:
@@ -205,11 +229,11 @@ class QCChild(QCThread):
                 exitcode = self._proc.exitcode
                 self._kill_child()
                 self.restarts += 1
-                return failure("crash", f"the QC program crashed: {_death(exitcode)}")
+                return "crash", f"the QC program crashed: {_death(exitcode)}"
             if time.perf_counter() > deadline:
                 self._kill_child()
                 self.restarts += 1
-                return failure("timeout", f"the task ran longer than task_timeout ({self._timeout:g} s) and was killed")
+                return "timeout", f"the task ran longer than task_timeout ({self._timeout:g} s) and was killed"
             if self._stopping:
                 self._kill_child()
-                return failure("stopped", "the worker was shut down")
+                return "stopped", "the worker was shut down"

@@ -12,8 +12,8 @@ import sys
 import time
 from typing import TextIO
 
-from .master import Completion
-from .plan import Task
+from ..master import Completion, RunObserver
+from ..plan import Task
 
 
 def _is_terminal(path: str) -> bool:
@@ -57,7 +57,7 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-class Progress:
+class Progress(RunObserver):
     """Counts per level (done, running, failed, reused) and renders them; driven by the master's callbacks."""
 
     def __init__(self, tasks: list[Task], reused: set[int], n_workers: int, *, stream: TextIO | None = None,

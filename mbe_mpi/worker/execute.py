@@ -1,9 +1,8 @@
 """Run one QC task through QCEngine, on a worker. Failures come back as data (a TaskError).
 
-The worker context is built once per worker process from the full ManyBodyInput: QCManyBody's
-computer (for ``ManyBodyCore`` and the atomic specifications) and the QCEngine TaskConfig. Starting
-a Python process and configuring QCEngine costs seconds, so this happens once per run, never per
-task.
+The worker context is built once per expansion (a JOB message) from the full ManyBodyInput:
+QCManyBody's computer (for ``ManyBodyCore`` and the atomic specifications) and the QCEngine
+TaskConfig -- never per task.
 """
 
 from __future__ import annotations
@@ -18,31 +17,35 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import qcengine
 from qcmanybody import ManyBodyCore
 from qcmanybody.models.v2 import ManyBodyInput
-from qcmanybody.utils import labeler
 
-from .fragments import FragmentBuilder, build_atomic_input
-from .plan import atomic_specifications, make_computer
-from .protocol import ResultMessage, TaskError, TaskSpec
+from ..fragments import FragmentBuilder, build_atomic_input
+from ..harnesses import import_plugins
+from ..plan import atomic_specifications, keeps_cluster_results, make_computer, model_chemistries, task_label
+from ..protocol import JobMessage, ResultMessage, TaskError, TaskSpec
+from .init import WorkerInit
 
 
-def default_memory_per_task(workers_on_node: int) -> float:
-    """An even share (GiB) of this node's memory per worker, keeping QCEngine's 10% safety margin.
+def prepare_qc_process(init: WorkerInit) -> None:
+    """Get a process ready to run QC tasks: the user's plugins imported, QCEngine configured.
 
-    QCEngine's default gives *each* task 90% of the node, so several ranks on one node would
-    oversubscribe it (QCEngine issue 415).
+    QCEngine describes the node (cpuinfo, ~1 s) on its first configuration: that is paid here, at
+    start-up, not inside the first task's timing.
     """
-    # psutil directly, as QCEngine's get_global("memory") does: that call would also run cpuinfo (~1 s)
-    node_memory = psutil.virtual_memory().available / 1024**3
-    return round(node_memory * 0.9 / max(1, workers_on_node), 3)
+    import_plugins(init.plugins)
+    qcengine.config.get_config(task_config=_task_config(init.threads, init.memory_gib))
+
+
+def _task_config(threads: int, memory_gib: float) -> dict[str, Any]:
+    # retries=0: QCEngine's own retries are for "random errors"; retrying is the scheduler's job.
+    return {"ncores": threads, "memory": memory_gib, "retries": 0}
 
 
 @dataclasses.dataclass
 class WorkerContext:
-    """What a worker needs to turn a TaskSpec into a result: built once per worker process."""
+    """What a worker needs to turn a TaskSpec into a result: built once per expansion."""
 
     core: ManyBodyCore
     model_chemistries: tuple[str, ...]
@@ -63,17 +66,20 @@ class WorkerContext:
               scratch_dir: str | None = None, keep_scratch: bool = False) -> WorkerContext:
         computer = make_computer(mbi)
         core = computer.qcmb_core
-        keep = mbi.specification.protocols.cluster_results == "all"
-        # retries=0: QCEngine's own retries are for "random errors"; retrying is the scheduler's job.
-        task_config = {"ncores": threads, "memory": memory_gib, "retries": 0}
-        # QCEngine describes the node (cpuinfo, ~1 s) on its first configuration: pay that at start-up,
-        # not inside the first task's timing.
-        qcengine.config.get_config(task_config=task_config)
+        keep = keeps_cluster_results(mbi)
+        task_config = _task_config(threads, memory_gib)
+        qcengine.config.get_config(task_config=task_config)  # at once if prepare_qc_process ran
         if scratch_dir:
             scratch_dir = os.path.expanduser(os.path.expandvars(scratch_dir))
             os.makedirs(scratch_dir, exist_ok=True)
-        return cls(core, tuple(core.compute_map.keys()), atomic_specifications(computer), task_config, keep, rank,
+        return cls(core, model_chemistries(core), atomic_specifications(computer), task_config, keep, rank,
                    scratch_dir, keep_scratch)
+
+    @classmethod
+    def for_job(cls, job: JobMessage, rank: int, init: WorkerInit) -> WorkerContext:
+        """The context of one expansion (a JOB message), under this worker's settings."""
+        return cls.build(ManyBodyInput.model_validate_json(job.input_json), rank=rank, threads=init.threads,
+                         memory_gib=init.memory_gib, scratch_dir=init.scratch_dir, keep_scratch=init.keep_scratch)
 
     def worker_scratch(self) -> str:
         """This worker's scratch folder (made on first use; :meth:`close` removes it)."""
@@ -88,7 +94,7 @@ class WorkerContext:
             self._scratch = None
 
     def label(self, task: TaskSpec) -> str:
-        return labeler(self.model_chemistries[task.mc_index], task.real, task.basis)
+        return task_label(self.model_chemistries, task)
 
 
 @contextlib.contextmanager

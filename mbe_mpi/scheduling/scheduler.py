@@ -1,0 +1,372 @@
+"""The pure scheduler: levels, largest-first dispatch, prefetch queues, work stealing, batching.
+
+No MPI, no processes, no clock of its own: :class:`Scheduler` is plain state that the master loop
+(:mod:`mbe_mpi.master`) and the simulator (:mod:`mbe_mpi.scheduling.simulate`, a virtual clock)
+drive through the same events and decisions, so what the simulator predicts is what runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from ..costs import CostModel, shape_of
+from ..plan import Task
+from .policy import SchedulePolicy
+
+
+class PendingTasks:
+    """Tasks not handed out yet, served level by level, the largest expected cost first.
+
+    Grouped by *shape* (level, model chemistry, real and basis fragment counts): within a shape
+    the measured cost is the same, so each group is sorted once by the prior estimate, and the next
+    task is the head of the group expected to take longest. When measurements change which shape is
+    expensive, the order follows at once without re-sorting anything -- a re-sort of a million
+    pending tasks after every few results would make the master the bottleneck. ``fifo`` keeps the
+    plan order instead (the naive baseline).
+    """
+
+    def __init__(self, cost_model: CostModel, fifo: bool = False):
+        self.cost_model = cost_model
+        self.fifo = fifo
+        self._groups: dict[int, dict[tuple, collections.deque[Task]]] = {}  # level -> shape -> tasks
+        self._count = 0
+
+    def _shape(self, task: Task) -> tuple:
+        return (0,) if self.fifo else shape_of(task)
+
+    def extend(self, tasks: Iterable[Task]) -> None:
+        incoming: dict[tuple[int, tuple], list[Task]] = {}
+        for task in tasks:
+            incoming.setdefault((task.level, self._shape(task)), []).append(task)
+        for (level, shape), group in incoming.items():
+            queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
+            queue.extend(group)
+            ordered = sorted(queue, key=(lambda t: t.index) if self.fifo else (lambda t: (-t.cost, t.index)))
+            queue.clear()
+            queue.extend(ordered)
+            self._count += len(group)
+
+    def put_back(self, tasks: Iterable[Task]) -> None:
+        """Tasks returned by a worker go to the front of their groups (they were at the front before)."""
+        for task in sorted(tasks, key=lambda t: (t.cost, -t.index)):
+            self._groups.setdefault(task.level, {}).setdefault(self._shape(task), collections.deque()).appendleft(task)
+            self._count += 1
+
+    def _best(self) -> collections.deque[Task]:
+        level = min(level for level, shapes in self._groups.items() if any(shapes.values()))
+        candidates = [queue for queue in self._groups[level].values() if queue]
+        if len(candidates) == 1 or self.fifo:
+            return candidates[0]
+        return min(candidates, key=lambda queue: self.cost_model.sort_key(queue[0]))
+
+    def peek(self) -> Task:
+        return self._best()[0]
+
+    def popleft(self) -> Task:
+        self._count -= 1
+        return self._best().popleft()
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        for level in sorted(self._groups):
+            for queue in self._groups[level].values():
+                yield from queue
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Assign:
+    """Send these tasks (one TASK message; several when they are cheap) to a worker's queue."""
+
+    worker: int
+    tasks: tuple[Task, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Steal:
+    """Ask a worker to give back up to ``count`` queued, not yet started tasks."""
+
+    victim: int
+    count: int
+
+
+class Scheduler:
+    """Levels, largest-first order, per-worker prefetch queues, work stealing and batching. Pure.
+
+    State is plain containers, as in mpi4py.futures: ``pending`` (tasks not handed out, in dispatch
+    order), ``batches`` (worker -> the TASK messages it holds, oldest first; the first task of the
+    first may be running), and two deques of free queue slots, ``hungry`` (workers holding nothing,
+    served first) and ``spare`` (further prefetch slots).
+
+    A task is always in exactly one place -- pending, one worker's batches, or done -- and moves
+    from a worker back to pending only when that worker has confirmed (STOLEN) that it removed the
+    task from its queue: so no task runs twice and none is lost, whatever the message timing.
+
+    Level barrier (the default): level n+1 opens only when every task of level n has completed.
+    Without it, level n+1's tasks become pending as soon as level n has nothing left to hand out.
+    """
+
+    def __init__(self, tasks_by_level: Mapping[int, list[Task]], workers: Iterable[int] = (), *,
+                 policy: SchedulePolicy | None = None, cost_model: CostModel | None = None, **policy_fields):
+        # keyword arguments adjust single policy fields (tests and benchmarks): Scheduler(..., prefetch=1)
+        policy = dataclasses.replace(policy or SchedulePolicy(), **policy_fields)
+        self.policy = policy
+        self.cost_model = cost_model or CostModel()
+        self.steal_enabled = policy.stealing
+        self.max_retries = policy.max_retries
+        self.retry_backoff = policy.retry_backoff
+        self.attempts: dict[int, int] = {}  # task index -> attempt being made (absent: the first)
+        self.failed_on: dict[int, set[int]] = {}  # task index -> workers it failed on
+        self.retries: list[tuple[float, Task]] = []  # (not before, task) waiting to be retried
+        self.prefetch = max(1, policy.prefetch)
+        self.level_barrier = policy.level_barrier
+        self.batch_seconds = policy.batch_seconds
+        self.batch_target = policy.batch_target
+        self.max_batch = policy.max_batch
+        self._levels = collections.deque(sorted(tasks_by_level.items()))
+        # "fifo" (plan order) exists to measure what cost ordering buys
+        self.pending = PendingTasks(self.cost_model, fifo=policy.order == "fifo")
+        self.batches: dict[int, list[list[Task]]] = {}
+        self.hungry: collections.deque[int] = collections.deque()
+        self.spare: collections.deque[int] = collections.deque()
+        self.stealing: set[int] = set()  # victims asked to give tasks back, answer not yet in
+        # victims that had nothing to give (their "queued" task had started; its result is on the
+        # way): not asked again until they report a result, or steals would ping-pong meanwhile
+        self.nothing_to_steal: set[int] = set()
+        self.level: int | None = None
+        self.stopped = False
+        self.running_count = 0  # tasks handed out and not completed
+        self.last_batch_seconds: float | None = None  # expected work of the latest TASK message
+        self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
+        self._open_next_level()
+        for worker in workers:
+            self.worker_ready(worker)
+
+    # ---- levels ---------------------------------------------------------------------------
+
+    def _release(self, level: int, tasks: list[Task]) -> None:
+        self._open_levels[level] = len(tasks)
+        self.pending.extend(tasks)
+
+    def _open_next_level(self) -> None:
+        while self._levels and not self.stopped:
+            if self.level_barrier:
+                if self.pending or self._open_levels:
+                    return
+            elif self.pending:
+                return
+            level, tasks = self._levels.popleft()
+            if self.level is None or not self._open_levels:
+                self.level = level
+            self._release(level, tasks)
+
+    @property
+    def finished(self) -> bool:
+        return self.running_count == 0 and not self.stealing and (
+            self.stopped or (not self.pending and not self._levels and not self.retries))
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def worker_ready(self, worker: int) -> None:
+        """A worker has started: it can hold ``prefetch`` TASK messages."""
+        self.batches.setdefault(worker, [])
+        self.hungry.append(worker)
+        self.spare.extend([worker] * (self.prefetch - 1))
+
+    def _take(self, worker: int, task_index: int) -> Task:
+        self.nothing_to_steal.discard(worker)
+        batches = self.batches[worker]
+        for i, batch in enumerate(batches):
+            for j, task in enumerate(batch):
+                if task.index == task_index:
+                    del batch[j]
+                    if not batch:
+                        del batches[i]
+                        (self.spare if batches else self.hungry).append(worker)
+                    return task
+        raise KeyError(f"worker {worker} returned task {task_index}, which it does not hold")
+
+    def task_done(self, worker: int, task_index: int, seconds: float | None = None) -> Task:
+        """A task's result arrived; ``seconds`` teaches the cost model."""
+        task = self._take(worker, task_index)
+        self._completed(task, seconds)
+        return task
+
+    def task_failed(self, worker: int, task_index: int, now: float = 0.0) -> tuple[Task, bool]:
+        """A task failed on ``worker``. Returns the task and whether that was its last attempt.
+
+        Otherwise it is retried after ``retry_backoff * 2**(attempt - 1)`` seconds, on another
+        worker where there is one; its level stays open meanwhile.
+        """
+        task = self._take(worker, task_index)
+        attempt = self.attempts.get(task.index, 1)
+        if attempt > self.max_retries or self.stopped:
+            self._completed(task, None)
+            return task, True
+        self.attempts[task.index] = attempt + 1
+        self.running_count -= 1
+        self.failed_on.setdefault(task.index, set()).add(worker)
+        self.retries.append((now + self.retry_backoff * 2 ** (attempt - 1), task))
+        return task, False
+
+    def attempt(self, task: Task) -> int:
+        """Which attempt at ``task`` is being handed out (1 for the first)."""
+        return self.attempts.get(task.index, 1)
+
+    def _completed(self, task: Task, seconds: float | None) -> None:
+        self.running_count -= 1
+        remaining = self._open_levels[task.level] - 1
+        if remaining:
+            self._open_levels[task.level] = remaining
+        else:
+            del self._open_levels[task.level]
+            if self._open_levels:
+                self.level = min(self._open_levels)
+        if seconds is not None:
+            self.cost_model.observe(task, seconds)
+        self._open_next_level()
+
+    def stolen(self, victim: int, task_indices: Iterable[int]) -> list[Task]:
+        """The victim removed these tasks from its queue: they are pending again (front of the line)."""
+        self.stealing.discard(victim)
+        wanted = set(task_indices)
+        if not wanted:
+            self.nothing_to_steal.add(victim)
+            return []
+        back = []
+        batches = self.batches[victim]
+        for batch in list(batches):
+            keep = [t for t in batch if t.index not in wanted]
+            back.extend(t for t in batch if t.index in wanted)
+            if keep:
+                batch[:] = keep
+            else:
+                batches.remove(batch)
+                (self.spare if batches else self.hungry).append(victim)
+        self.running_count -= len(back)
+        self.pending.put_back(back)
+        return back
+
+    def worker_lost(self, worker: int) -> list[Task]:
+        """A worker is gone: everything it held goes back to pending; it gets nothing more."""
+        back = [task for batch in self.batches.pop(worker, []) for task in batch]
+        self.running_count -= len(back)
+        self.stealing.discard(worker)
+        self.pending.put_back(back)
+        return back
+
+    def stop(self) -> None:
+        """Hand out nothing more (tasks already with workers still complete)."""
+        self.stopped = True
+        self.pending.clear()
+        self._levels.clear()
+        self.retries.clear()
+
+    # ---- decisions ------------------------------------------------------------------------
+
+    def _free_slot(self) -> int | None:
+        for queue in (self.hungry, self.spare):
+            while queue:
+                worker = queue.popleft()
+                if worker in self.batches and len(self.batches[worker]) < self.prefetch:
+                    return worker
+        return None
+
+    def _next_batch(self) -> list[Task]:
+        first = self.pending.popleft()
+        batch = [first]
+        estimate = self.cost_model.seconds(first)
+        total = estimate
+        if self.batch_seconds > 0 and estimate is not None and estimate < self.batch_seconds:
+            while self.pending and len(batch) < self.max_batch and total < self.batch_target:
+                following = self.cost_model.seconds(self.pending.peek())
+                if following is None or following >= self.batch_seconds:
+                    break
+                batch.append(self.pending.popleft())
+                total += following
+        # what the hold (hold_time) relies on: the least this message keeps its worker busy
+        self.last_batch_seconds = total if len(batch) > 1 else self.cost_model.shortest(first)
+        return batch
+
+    def _assign_retries(self, now: float, out: list[Assign | Steal]) -> None:
+        """Due retries go first, each to a worker it has not failed on (if any such worker is free)."""
+        if not self.retries or self.stopped:
+            return
+        due = [item for item in self.retries if item[0] <= now]
+        if not due:
+            return
+        workers = [w for w in self.batches if len(self.batches[w]) < self.prefetch]
+        for item in due:
+            _, task = item
+            avoid = self.failed_on.get(task.index, set())
+            fresh = [w for w in workers if w not in avoid]
+            candidates = fresh or ([w for w in workers] if len(avoid) >= len(self.batches) else [])
+            if not candidates:
+                continue
+            worker = min(candidates, key=lambda w: len(self.batches[w]))
+            self.retries.remove(item)
+            self.batches[worker].append([task])
+            self.running_count += 1
+            out.append(Assign(worker, (task,)))
+            if len(self.batches[worker]) >= self.prefetch:
+                workers.remove(worker)
+
+    def actions(self, now: float = 0.0) -> list[Assign | Steal]:
+        """What to send now: due retries, then fill free queue slots from ``pending``; then steal."""
+        out: list[Assign | Steal] = []
+        self._assign_retries(now, out)
+        while not self.stopped:
+            if not self.pending:
+                self._open_next_level()  # without the barrier, the next level may start now
+                if not self.pending:
+                    break
+            worker = self._free_slot()
+            if worker is None:
+                break
+            batch = self._next_batch()
+            self.batches[worker].append(batch)
+            self.running_count += len(batch)
+            out.append(Assign(worker, tuple(batch)))
+        if self.steal_enabled and not self.pending and not self.stopped and self.hungry:
+            out.extend(self._steals())
+        return out
+
+    def hold_time(self, cap: float, fraction: float = 0.5) -> float:
+        """How long results may wait unread without any worker running out of work.
+
+        While tasks are pending every worker holds ``prefetch`` TASK messages, and the queued ones
+        were handed out largest first, so each is expected to take at least as long as the latest
+        (``last_batch_seconds``). A worker that reports a result therefore still has that much work
+        in hand, and the master can leave the report unread for a fraction of it and take several
+        reports in one wake-up. (For a single task, the shortest time measured for its shape is
+        used, not the mean.) Zero when that argument does not hold: nothing pending (a level's
+        tail, steals), no queued messages (``prefetch`` 1), retries waiting, or costs not known yet.
+        """
+        if (self.prefetch < 2 or self.stopped or not self.pending or self.retries or self.stealing
+                or self.last_batch_seconds is None):
+            return 0.0
+        return min(cap, fraction * self.last_batch_seconds)
+
+    def _steals(self) -> list[Steal]:
+        """For each worker with nothing to do, ask the most loaded other worker for half its queue."""
+        idle = [w for w in self.hungry if w in self.batches and not self.batches[w]]
+        if not idle:
+            return []
+        queued = {w: sum(len(b) for b in batches) - 1 for w, batches in self.batches.items()
+                  if w not in self.stealing and w not in self.nothing_to_steal and batches}
+        steals = []
+        for _ in idle:
+            victim = max(queued, key=queued.get, default=None)
+            if victim is None or queued[victim] < 1:
+                break
+            count = (queued.pop(victim) + 1) // 2
+            self.stealing.add(victim)
+            steals.append(Steal(victim, count))
+        return steals
