@@ -49,9 +49,8 @@ def _bounds(timeline, workers):
 
 
 def run_mode(mbi, workers: int, **options):
-    from mbe_mpi.run import run
-
     from mbe_mpi.options import ExecutionOptions
+    from mbe_mpi.run import run
 
     opts = ExecutionOptions.from_mapping({"n_workers": workers, "checkpoint": False, **options})
     outcome = run(lambda: (mbi, opts))
@@ -71,12 +70,11 @@ def main() -> None:
                         "gives the median (and range) of each figure")
     args = parser.parse_args()
 
-    from mbe_mpi.scheduling.simulate import simulate
-
     import mbe_mpi  # noqa: F401
     from mbe_mpi.costs import program_estimates
-    from mbe_mpi.scheduling import FIFO_POLICY, SchedulePolicy
     from mbe_mpi.plan import build_plan
+    from mbe_mpi.scheduling import FIFO_POLICY, SchedulePolicy
+    from mbe_mpi.scheduling.simulate import simulate
 
     mbi = _input(args.waters, args.seconds, args.exponent)
     plan = build_plan(mbi)

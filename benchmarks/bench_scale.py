@@ -37,12 +37,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import numpy as np
-    from mbe_mpi.scheduling.simulate import simulate
     from qcelemental.models.v2 import Molecule
 
     import mbe_mpi  # noqa: F401
-    from mbe_mpi.scheduling import SchedulePolicy
     from mbe_mpi.plan import build_plan
+    from mbe_mpi.scheduling import SchedulePolicy
+    from mbe_mpi.scheduling.simulate import simulate
     from tests.conftest import manybody_input
 
     n = args.fragments

@@ -381,10 +381,10 @@ def variant_sequential(args: argparse.Namespace) -> dict[str, Any]:
 def variant_overhead(args: argparse.Namespace) -> dict[str, Any]:
     """Per-task cost, piece by piece, in one process; and where qcengine.compute spends its time."""
     import qcengine
-    from mbe_mpi.worker.execute import WorkerContext, run_task
 
     from mbe_mpi.fragments import FragmentBuilder, build_atomic_input, build_fragment_molecule
     from mbe_mpi.protocol import TaskSpec
+    from mbe_mpi.worker.execute import WorkerContext, run_task
 
     mbi = make_input(args.waters, args.bsse, args.max_nbody)
     input_json = mbi.model_dump_json()
