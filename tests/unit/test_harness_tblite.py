@@ -6,11 +6,8 @@ harness is checked against the library, not against stored numbers.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pathlib
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -23,33 +20,10 @@ if "tblite" not in sys.modules:
 tblite_interface = pytest.importorskip("tblite.interface")
 
 
-def _import_harness_module() -> types.ModuleType:
-    """Import mbe_mpi.harnesses.tblite, even while the rest of the package is still being written.
+import mbe_mpi.harnesses.tblite as harness_mod  # noqa: E402
+from mbe_mpi.errors import InputError as MBEInputError  # noqa: E402  (the class check_model raises)
 
-    Importing it runs ``mbe_mpi/__init__.py``, which imports every harness and ``.api``; if one of
-    those is not there yet, fall back to bare package shells so this module can still be tested.
-    """
-    try:
-        return importlib.import_module("mbe_mpi.harnesses.tblite")
-    except ImportError:
-        ours = [n for n in sys.modules if n == "mbe_mpi" or n.startswith("mbe_mpi.")]
-        for name in ours:
-            del sys.modules[name]
-        root = pathlib.Path(__file__).resolve().parents[2] / "mbe_mpi"
-        for name, path in (("mbe_mpi", root), ("mbe_mpi.harnesses", root / "harnesses")):
-            shell = types.ModuleType(name)
-            shell.__path__ = [str(path)]
-            sys.modules[name] = shell
-        try:
-            return importlib.import_module("mbe_mpi.harnesses.tblite")
-        finally:  # do not leave the shells behind for other test modules
-            for name in [n for n in sys.modules if n == "mbe_mpi" or n.startswith("mbe_mpi.")]:
-                del sys.modules[name]
-
-
-harness_mod = _import_harness_module()
 TBLiteHarness = harness_mod.TBLiteHarness
-MBEInputError = harness_mod.InputError  # mbe_mpi.errors.InputError, the class check_model raises
 
 # water and a water dimer, bohr; fragment A = atoms 0-2, fragment B = atoms 3-5
 WATER_SYMBOLS = ["O", "H", "H"]
