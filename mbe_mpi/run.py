@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
@@ -26,7 +26,9 @@ from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 from .assemble import assemble
 from .checkpoint import Journal
 from .costs import CostModel, program_estimates
-from .errors import EXIT_STOPPED, InputError, RunStopped
+from .errors import EXIT_STOPPED, InputError, RunStopped, TaskFailedError
+from .harnesses import import_plugins
+from .inputs import parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
 from .options import ExecutionOptions, default_memory_per_task, usable_cores
 from .plan import Plan, Task, build_plan
@@ -113,6 +115,44 @@ class MasterSetup:
         return JobMessage(job_id, self.input_json, self.plan.model_chemistries)
 
 
+#: options a pool's workers are started with; an expansion run on an existing pool cannot change them
+WORKER_OPTIONS = ("n_workers", "threads_per_task", "memory_per_task", "plugins", "isolate_tasks", "task_timeout",
+                  "heartbeat_interval", "scratch_dir", "keep_scratch")
+
+
+def input_preparer(manybody_input: ManyBodyInput | Mapping[str, Any], overrides: Mapping[str, Any], *,
+                   source: str = "compute()", pool_options: ExecutionOptions | None = None) -> Prepare:
+    """How rank 0 gets a validated (ManyBodyInput, ExecutionOptions) from a model or a dict.
+
+    A dict may be a QCSchema ManyBodyInput or the friendly format, exactly as in an input file;
+    ``overrides`` (keyword arguments) win over its ``execution`` section. With ``pool_options`` (a
+    session's workers are running) the worker options are the pool's, whatever else asks.
+    """
+    options = ExecutionOptions().merged(**overrides)  # refuses unknown or nonsense options before anything
+
+    def prepare() -> tuple[ManyBodyInput, ExecutionOptions]:
+        import_plugins(options.plugins)
+        if isinstance(manybody_input, ManyBodyInput):
+            validate_manybody_input(manybody_input, source)
+            mbi, chosen = manybody_input, options
+        elif isinstance(manybody_input, Mapping):
+            mbi, file_options = parse_input(manybody_input, source=source)
+            chosen = file_options.merged(**overrides)
+        else:
+            raise InputError(f"{source} takes a ManyBodyInput or a dict, not a {type(manybody_input).__name__}")
+        return mbi, chosen if pool_options is None else _with_pool_options(chosen, pool_options)
+
+    return prepare
+
+
+def _with_pool_options(options: ExecutionOptions, pool: ExecutionOptions) -> ExecutionOptions:
+    different = [name for name in WORKER_OPTIONS if getattr(options, name) != getattr(pool, name)]
+    for name in different:
+        logger.warning("%s=%r is ignored: the session's workers run with %s=%r (give it to Session())",
+                       name, getattr(options, name), name, getattr(pool, name))
+    return options.model_copy(update={name: getattr(pool, name) for name in WORKER_OPTIONS})
+
+
 class JournalObserver(RunObserver):
     """Every result goes to the checkpoint (and cache) the moment it arrives."""
 
@@ -185,52 +225,98 @@ def _stop_signals(name: str) -> StopSignals:
     return StopSignals((signal.SIGTERM,) if hydra else (signal.SIGTERM, signal.SIGUSR1))
 
 
-def _run_master(transport: MasterTransport, setup: MasterSetup, name: str, started: float,
-                show_progress: bool) -> Outcome:
-    plan, journal, options = setup.plan, setup.journal, setup.options
-    journaled = JournalObserver(journal, len(setup.reused))
-    timing = TimingRecorder(plan, started)
-    progress = (Progress(plan.tasks, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
-                if show_progress else None)
-    master = None
-    completed = False
-    try:
-        with _stop_signals(name) as stop:
-            master_cpu = time.process_time()
-            master = Master(transport, plan, tasks=setup.todo, policy=SchedulePolicy.from_options(options),
-                            cost_model=CostModel(program_estimates(plan)), observer=Observers([journaled, timing, progress]),
-                            job=setup.job(), stop_requested=stop, stop_grace=options.stop_grace,
-                            liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1))
-            results = master.run()
-            master_cpu = time.process_time() - master_cpu
-        if progress is not None:
-            progress.close()
-        result = assemble(plan, {**setup.reused, **results})
-        completed = True
-    except RunStopped as exc:
-        where = f" in {journal.checkpoint.path}" if journal.checkpoint else " (no checkpoint was kept)"
-        raise RunStopped(f"{exc}; {journaled.saved} of {len(plan.tasks)} QC results are saved{where}; "
-                         "rerun the same command to resume", abandoned=exc.abandoned) from None
-    finally:
-        _release_workers(transport, master)
-        journal.close(completed=completed)
-    return _outcome(result, setup, timing, transport, name, started, master_cpu)
+class WorkerPool:
+    """Workers started once that serve expansion after expansion, each announced by a JOB message.
+
+    What the pool remembers between expansions: which workers reported READY, which were declared
+    lost (never used again), and whether the last expansion left tasks running (it was stopped or
+    interrupted: the workers drop them when the next JOB comes, and a shutdown does not wait).
+    """
+
+    def __init__(self, transport: MasterTransport, name: str):
+        self.transport = transport
+        self.name = name
+        self.ready: set[int] = set()
+        self.lost: set[int] = set()
+        self.jobs = 0
+        self.abandoned = 0
+        self.closed = False
+
+    @classmethod
+    def local(cls, options: ExecutionOptions) -> WorkerPool:
+        """``n_workers`` local worker processes."""
+        from .transports.local import LocalMasterTransport
+
+        n_workers = options.n_workers or usable_cores()
+        memory = options.memory_per_task or default_memory_per_task(n_workers)
+        # the worker is a fresh (spawned) interpreter with one thread when it forks its QC child: safe
+        init = WorkerInit.from_options(options, memory, child_start="fork")
+        transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task)
+        return cls(transport, "local")
+
+    @property
+    def workers(self) -> list[int]:
+        return [worker for worker in self.transport.worker_ids if worker not in self.lost]
+
+    def run(self, setup: MasterSetup, *, progress: bool = False, started: float | None = None) -> Outcome:
+        """One expansion on the pool's workers; its checkpoint is closed (removed when complete) before return."""
+        if self.closed or not self.workers:
+            raise TaskFailedError("no worker of this session is left (all were lost); start a new session")
+        started = time.perf_counter() if started is None else started
+        self.jobs += 1
+        journaled = JournalObserver(setup.journal, len(setup.reused))
+        timing = TimingRecorder(setup.plan, started)
+        shown = (Progress(setup.plan.tasks, set(setup.reused), len(self.workers), launched_by_mpi=self.name == "mpi")
+                 if progress else None)
+        master = None
+        completed = False
+        try:
+            with _stop_signals(self.name) as stop:
+                master_cpu = time.process_time()
+                master = self._master(setup, Observers([journaled, timing, shown]), stop)
+                results = master.run()
+                master_cpu = time.process_time() - master_cpu
+            if shown is not None:
+                shown.close()
+            result = assemble(setup.plan, {**setup.reused, **results})
+            completed = True
+        except RunStopped as exc:
+            where = f" in {setup.journal.checkpoint.path}" if setup.journal.checkpoint else " (no checkpoint was kept)"
+            raise RunStopped(f"{exc}; {journaled.saved} of {len(setup.plan.tasks)} QC results are saved{where}; "
+                             "rerun the same command to resume", abandoned=exc.abandoned) from None
+        finally:
+            self._after(master)
+            setup.journal.close(completed=completed)
+        return _outcome(result, setup, timing, self, started, master_cpu)
+
+    def _master(self, setup: MasterSetup, observer: RunObserver, stop: StopSignals) -> Master:
+        options = setup.options
+        return Master(self.transport, setup.plan, tasks=setup.todo, policy=SchedulePolicy.from_options(options),
+                      cost_model=CostModel(program_estimates(setup.plan)), observer=observer,
+                      job=setup.job(self.jobs), ready=sorted(self.ready), lost=sorted(self.lost),
+                      stop_requested=stop, stop_grace=options.stop_grace,
+                      liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1))
+
+    def _after(self, master: Master | None) -> None:
+        if master is None:  # it never started: nothing was sent
+            return
+        self.ready |= master.started
+        self.lost |= master.liveness.lost
+        self.abandoned = master.abandoned
+
+    def close(self) -> None:
+        """Tell the workers to end and take in their last messages (never waiting forever)."""
+        if not self.closed:
+            self.closed = True
+            shut_down(self.transport, self.workers, started=self.ready, hurry=self.abandoned > 0)
 
 
-def _release_workers(transport: MasterTransport, master: Master | None) -> None:
-    """Whatever happened, the workers are told to end: they must never wait forever."""
-    if master is None:
-        shut_down(transport, transport.worker_ids, started=set(), hurry=True)
-    else:
-        shut_down(transport, master.remaining_workers, started=master.started, hurry=master.abandoned > 0)
-
-
-def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder, transport: MasterTransport,
-             name: str, started: float, master_cpu: float) -> Outcome:
+def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder, pool: WorkerPool,
+             started: float, master_cpu: float) -> Outcome:
     wall_time = time.perf_counter() - started
-    n_workers = len(transport.worker_ids)
+    n_workers = len(pool.transport.worker_ids)
     stats = RunStats(
-        transport=name,
+        transport=pool.name,
         n_workers=n_workers,
         wall_time=wall_time,
         tasks_per_level={level: len(tasks) for level, tasks in setup.plan.by_level().items()},
@@ -243,32 +329,35 @@ def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder,
         lost_workers=timing.lost,
     )
     result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
-    return Outcome(result, timing.timeline, timing.lost, name, set(transport.failed))
+    return Outcome(result, timing.timeline, timing.lost, pool.name, set(pool.transport.failed))
 
 
-def run(prepare: Prepare, *, progress: bool = False) -> Outcome | None:
-    """Run an MBE on whichever transport this process was launched for. Rank 0 returns the outcome.
+def run(prepare: Prepare, *, progress: bool = False,
+        on_outcome: Callable[[Outcome], None] | None = None) -> Outcome | None:
+    """Run one MBE on whichever transport this process was launched for. Rank 0 returns the outcome.
 
     ``progress``: rank 0 shows progress with ETA on stderr (a live bar on a terminal).
+    ``on_outcome`` is called with the outcome before the workers are shut down: the output is
+    written as soon as the last result is in, whatever the shutdown then takes.
     """
     if launched_by_mpi():
-        return _run_mpi(prepare, progress)
-    return _run_local(prepare, progress)
+        return _run_mpi(prepare, progress, on_outcome)
+    return _run_local(prepare, progress, on_outcome)
 
 
-def _run_local(prepare: Prepare, progress: bool = False) -> Outcome:
+def _run_local(prepare: Prepare, progress: bool = False,
+               on_outcome: Callable[[Outcome], None] | None = None) -> Outcome:
     started = time.perf_counter()
     setup = MasterSetup.prepare(prepare)
-    options = setup.options
-    n_workers = options.n_workers or usable_cores()
-    memory = options.memory_per_task or default_memory_per_task(n_workers)
-    logger.info("running %d QC tasks on %d local worker processes", len(setup.todo), n_workers)
-    from .transports.local import LocalMasterTransport
-
-    # the worker is a fresh (spawned) interpreter with one thread when it forks its QC child: safe
-    init = WorkerInit.from_options(options, memory, child_start="fork")
-    transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task)
-    return _run_master(transport, setup, "local", started, progress)
+    logger.info("running %d QC tasks on local worker processes", len(setup.todo))
+    pool = WorkerPool.local(setup.options)
+    try:
+        outcome = pool.run(setup, progress=progress, started=started)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
+    finally:
+        pool.close()
 
 
 def _warn_thread_cap(threads_per_task: int) -> None:
@@ -299,19 +388,35 @@ def _announce(comm: Any, prepare: Prepare) -> tuple[MasterSetup | None, tuple]:
     return setup, announcement
 
 
-def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
+def single_rank(comm: Any) -> bool:
+    """``mpiexec -n 1``: no worker rank, so the local fallback runs instead (said once, on rank 0)."""
+    if comm.Get_size() > 1:
+        return False
+    logger.warning(
+        "mbe_mpi: only one MPI rank, so there is no worker rank; running the single-node fallback "
+        "with local worker processes instead (use mpiexec -n 2 or more for MPI workers)"
+    )
+    return True
+
+
+def mpi_worker_init(comm: Any, options: ExecutionOptions) -> WorkerInit:
+    """A worker rank's settings; collective (every rank calls it): the node's memory is shared by its workers."""
+    from .transports.mpi import ignore_hydra_notices, workers_on_node
+
+    memory = options.memory_per_task or default_memory_per_task(workers_on_node(comm))
+    ignore_hydra_notices()
+    return WorkerInit.from_options(options, memory)
+
+
+def _run_mpi(prepare: Prepare, progress: bool = False,
+             on_outcome: Callable[[Outcome], None] | None = None) -> Outcome | None:
     from mpi4py import MPI
 
+    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint, abort
+
     comm = MPI.COMM_WORLD
-    if comm.Get_size() == 1:
-        logger.warning(
-            "mbe_mpi: only one MPI rank, so there is no worker rank; running the single-node fallback "
-            "with local worker processes instead (use mpiexec -n 2 or more for MPI workers)"
-        )
-        return _run_local(prepare, progress)
-
-    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint, abort, ignore_hydra_notices, workers_on_node
-
+    if single_rank(comm):
+        return _run_local(prepare, progress, on_outcome)
     started = time.perf_counter()
     setup, announcement = _announce(comm, prepare)
     if announcement[0] == "input":
@@ -319,19 +424,23 @@ def _run_mpi(prepare: Prepare, progress: bool = False) -> Outcome | None:
     if announcement[0] == "internal":
         raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
     options = ExecutionOptions.from_mapping(announcement[1])
-    memory = options.memory_per_task or default_memory_per_task(workers_on_node(comm))
-    ignore_hydra_notices()
+    init = mpi_worker_init(comm, options)
     if comm.Get_rank() != 0:
-        worker_main(WorkerInit.from_options(options, memory), MPIWorkerEndpoint(comm))
+        worker_main(init, MPIWorkerEndpoint(comm))
         return None
     _warn_thread_cap(options.threads_per_task)
     logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)
+    pool = WorkerPool(MPIMasterTransport(comm), "mpi")
     try:
-        return _run_master(MPIMasterTransport(comm), setup, "mpi", started, progress)
+        outcome = pool.run(setup, progress=progress, started=started)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        return outcome
     except RunStopped as exc:
-        if not exc.abandoned:
-            raise
-        # Busy workers cannot be told to stop, and MPI_Finalize would wait for them: end the job.
-        print(f"mbe_mpi: {exc}", file=sys.stderr, flush=True)
-        abort(EXIT_STOPPED)
+        if exc.abandoned:
+            # Busy workers cannot be told to stop, and MPI_Finalize would wait for them: end the job.
+            print(f"mbe_mpi: {exc}", file=sys.stderr, flush=True)
+            abort(EXIT_STOPPED)
         raise
+    finally:
+        pool.close()

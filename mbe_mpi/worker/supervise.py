@@ -116,6 +116,7 @@ class QCChild(QCThread):
         self._conn: multiprocessing.connection.Connection | None = None
         self._startup_error: ResultMessage | None = None
         self._child_job: int | None = None  # the JOB the child has been sent
+        self._cancelled = False
         self.restarts = 0
         # The first child may be forked (the local transport: no MPI in this process, and only one
         # thread yet), which saves a second interpreter start-up; restarts happen while the
@@ -126,6 +127,13 @@ class QCChild(QCThread):
         """Wait until the child can take tasks (the worker reports READY only then), then supervise."""
         self._await_ready()
         super().wait_started()
+
+    def cancel_running(self) -> None:
+        """The running task belongs to an abandoned expansion: kill the child (a new one is started)."""
+        self._cancelled = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
 
     def stop(self) -> None:
         super().stop()
@@ -217,6 +225,7 @@ class QCChild(QCThread):
         """The child's answer, or (kind, message) when it crashed, overran task_timeout or we stop."""
         # the clock starts when the child has the task (a restarted child may take seconds to start)
         deadline = time.perf_counter() + self._timeout if self._timeout else float("inf")
+        self._cancelled = False
         while True:
             now = time.perf_counter()
             if self._conn.poll(max(0.0, min(0.1, deadline - now))):
@@ -228,6 +237,8 @@ class QCChild(QCThread):
                 self._proc.join(timeout=5)
                 exitcode = self._proc.exitcode
                 self._kill_child()
+                if self._cancelled:
+                    return "stopped", "the task's expansion was abandoned"
                 self.restarts += 1
                 return "crash", f"the QC program crashed: {_death(exitcode)}"
             if time.perf_counter() > deadline:
