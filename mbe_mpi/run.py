@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
@@ -27,7 +27,7 @@ from .assemble import assemble
 from .checkpoint import Journal
 from .costs import CostModel, program_estimates
 from .errors import EXIT_STOPPED, InputError, RunStopped, TaskFailedError
-from .harnesses import import_plugins
+from .harnesses import import_plugins, preload_modules
 from .inputs import parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
 from .options import ExecutionOptions, default_memory_per_task, usable_cores
@@ -225,6 +225,15 @@ def _stop_signals(name: str) -> StopSignals:
     return StopSignals((signal.SIGTERM,) if hydra else (signal.SIGTERM, signal.SIGUSR1))
 
 
+def preload(programs: Iterable[str] | None) -> list[str]:
+    """What the forkserver imports for workers and QC children running ``programs`` (None: all of ours)."""
+    return ["mbe_mpi.preload", *preload_modules(programs)]
+
+
+def programs_of(mbi: ManyBodyInput) -> list[str]:
+    return sorted({spec.program for spec in mbi.specification.specification.values()})
+
+
 class WorkerPool:
     """Workers started once that serve expansion after expansion, each announced by a JOB message.
 
@@ -243,15 +252,16 @@ class WorkerPool:
         self.closed = False
 
     @classmethod
-    def local(cls, options: ExecutionOptions) -> WorkerPool:
-        """``n_workers`` local worker processes."""
+    def local(cls, options: ExecutionOptions, programs: Iterable[str] | None = None) -> WorkerPool:
+        """``n_workers`` local worker processes, forked from a forkserver preloaded for ``programs``."""
         from .transports.local import LocalMasterTransport
 
         n_workers = options.n_workers or usable_cores()
         memory = options.memory_per_task or default_memory_per_task(n_workers)
-        # the worker is a fresh (spawned) interpreter with one thread when it forks its QC child: safe
+        # a worker forked from the forkserver has one thread when it forks its QC child: safe
         init = WorkerInit.from_options(options, memory, child_start="fork")
-        transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task)
+        transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task,
+                                         preload=preload(programs))
         return cls(transport, "local")
 
     @property
@@ -350,7 +360,7 @@ def _run_local(prepare: Prepare, progress: bool = False,
     started = time.perf_counter()
     setup = MasterSetup.prepare(prepare)
     logger.info("running %d QC tasks on local worker processes", len(setup.todo))
-    pool = WorkerPool.local(setup.options)
+    pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
     try:
         outcome = pool.run(setup, progress=progress, started=started)
         if on_outcome is not None:
@@ -379,7 +389,7 @@ def _announce(comm: Any, prepare: Prepare) -> tuple[MasterSetup | None, tuple]:
     setup = None
     try:
         setup = MasterSetup.prepare(prepare)
-        announcement: tuple = ("ok", setup.options.to_dict())
+        announcement: tuple = ("ok", setup.options.to_dict(), programs_of(setup.mbi))
     except InputError as exc:
         announcement = ("input", str(exc))
     except Exception:
@@ -399,13 +409,21 @@ def single_rank(comm: Any) -> bool:
     return True
 
 
-def mpi_worker_init(comm: Any, options: ExecutionOptions) -> WorkerInit:
-    """A worker rank's settings; collective (every rank calls it): the node's memory is shared by its workers."""
+def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str] | None = None) -> WorkerInit:
+    """A worker rank's settings; collective (every rank calls it): the node's memory is shared by its workers.
+
+    A worker rank also starts its forkserver here, preloaded for ``programs`` (None: all of ours):
+    its supervised QC child, and any restart of it, is then a fork of that (milliseconds), while
+    the rank itself never forks.
+    """
     from .transports.mpi import ignore_hydra_notices, workers_on_node
+    from .transports.processes import forkserver_context
 
     memory = options.memory_per_task or default_memory_per_task(workers_on_node(comm))
     ignore_hydra_notices()
-    return WorkerInit.from_options(options, memory)
+    if comm.Get_rank() != 0 and options.isolate_tasks:
+        forkserver_context(options.threads_per_task, preload(programs))
+    return WorkerInit.from_options(options, memory, child_start="forkserver")
 
 
 def _run_mpi(prepare: Prepare, progress: bool = False,
@@ -424,7 +442,7 @@ def _run_mpi(prepare: Prepare, progress: bool = False,
     if announcement[0] == "internal":
         raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
     options = ExecutionOptions.from_mapping(announcement[1])
-    init = mpi_worker_init(comm, options)
+    init = mpi_worker_init(comm, options, announcement[2])
     if comm.Get_rank() != 0:
         worker_main(init, MPIWorkerEndpoint(comm))
         return None

@@ -111,16 +111,17 @@ class QCChild(QCThread):
         self.rank = rank
         self._init = init
         self._timeout = init.task_timeout
-        self._context = multiprocessing.get_context("spawn")
+        # restarts happen while the supervisor thread runs, and forking a threaded process is unsafe: they
+        # use the forkserver where there is one (under MPI), else spawn
+        self._context = multiprocessing.get_context("forkserver" if init.child_start == "forkserver" else "spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._startup_error: ResultMessage | None = None
         self._child_job: int | None = None  # the JOB the child has been sent
         self._cancelled = False
         self.restarts = 0
-        # The first child may be forked (the local transport: no MPI in this process, and only one
-        # thread yet), which saves a second interpreter start-up; restarts happen while the
-        # supervisor thread runs, and forking a threaded process is unsafe, so they always spawn.
+        # The first child may be forked from this worker (local workers: no MPI in this process, and
+        # only one thread yet), which saves an interpreter start-up.
         self._start_child(multiprocessing.get_context(init.child_start))
 
     def wait_started(self) -> None:
