@@ -25,7 +25,7 @@ from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 from .assemble import assemble
 from .checkpoint import Journal
 from .costs import CostModel, program_estimates
-from .errors import EXIT_INTERNAL_ERROR, InputError, RunStopped, TaskFailedError, WriteFailed, describe
+from .errors import EXIT_INTERNAL_ERROR, EXIT_STOPPED, InputError, RunStopped, TaskFailedError, WriteFailed, describe
 from .harnesses import import_plugins, preload_modules
 from .inputs import parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
@@ -244,9 +244,10 @@ class WorkerPool:
     interrupted: the workers drop them when the next JOB comes, and a shutdown does not wait).
     """
 
-    def __init__(self, transport: MasterTransport, name: str):
+    def __init__(self, transport: MasterTransport, name: str, beacon: Any = None):
         self.transport = transport
         self.name = name
+        self.beacon = beacon  # under MPI: rank 0's sign of life to the workers (a MasterBeacon), stopped at close
         self.ready: set[int] = set()
         self.lost: set[int] = set()
         self.jobs = 0
@@ -337,6 +338,8 @@ class WorkerPool:
             return
         self.ready |= master.started
         self.lost |= master.liveness.lost
+        if self.beacon is not None:
+            self.beacon.skip = frozenset(self.lost)
         self.abandoned = master.abandoned
 
     def close(self) -> None:
@@ -346,6 +349,8 @@ class WorkerPool:
         """
         if not self.closed:
             self.closed = True
+            if self.beacon is not None:
+                self.beacon.stop()  # before SHUTDOWN: every beacon is then received before the GOODBYE
             self.lost |= shut_down(self.transport, self.workers, started=self.ready, hurry=self.abandoned > 0)
 
 
@@ -427,12 +432,15 @@ def _warn_thread_cap(threads_per_task: int) -> None:
         )
 
 
-def _announce(comm: Any, prepare: Prepare, hooks: RunHooks) -> tuple[MasterSetup | None, tuple]:
+def _announce(comm: Any, prepare: Prepare, hooks: RunHooks, timeout: float) -> tuple[MasterSetup | None, tuple]:
     """Rank 0 prepares the run and tells every rank how it starts (the options, or the error)."""
-    from .transports.mpi import announce, await_announcement
+    from .transports.mpi import MasterGone, announce, await_announcement
 
     if comm.Get_rank() != 0:
-        return None, await_announcement(comm)
+        try:
+            return None, await_announcement(comm, master_timeout(timeout))
+        except MasterGone as exc:
+            end_orphaned_rank(comm.Get_rank(), exc)
     setup = None
     try:
         setup = MasterSetup.prepare(prepare)
@@ -488,7 +496,11 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     comm = MPI.COMM_WORLD
     if single_rank(comm):
         return _run_local(prepare, hooks)
-    setup, announcement = _announce(comm, prepare, hooks)
+    defaults = ExecutionOptions()
+    beacon = start_beacon(comm, defaults.heartbeat_interval)  # rank 0 is silent while it plans
+    setup, announcement = _announce(comm, prepare, hooks, defaults.heartbeat_timeout)
+    if announcement[0] != "ok" and beacon is not None:
+        beacon.stop()
     if announcement[0] == "input":
         raise InputError(announcement[1])
     if announcement[0] == "stopped":
@@ -498,20 +510,53 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     options = ExecutionOptions.from_mapping(announcement[1])
     init = mpi_worker_init(comm, options, announcement[2])
     if comm.Get_rank() != 0:
-        from .transports.mpi import MPIWorkerEndpoint
-
-        worker_main(init, MPIWorkerEndpoint(comm))
+        serve_rank(comm, init, options.heartbeat_timeout)
         return None
+    if beacon is not None:
+        beacon.interval = options.heartbeat_interval
     _warn_thread_cap(options.threads_per_task)
     logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)
-    return _master_rank(comm, setup, hooks, started)
+    return _master_rank(comm, setup, hooks, started, beacon)
 
 
-def _master_rank(comm: Any, setup: MasterSetup, hooks: RunHooks, started: float) -> Outcome:
+def start_beacon(comm: Any, interval: float) -> Any:
+    """On rank 0, where MPI allows a second thread to send: the beacon that tells workers it is alive."""
+    from .protocol import HeartbeatMessage, encode
+    from .transports.mpi import MasterBeacon, beacon_possible
+
+    if comm.Get_rank() != 0 or not beacon_possible():
+        return None
+    return MasterBeacon(comm, encode(HeartbeatMessage(0)), interval).start()
+
+
+def master_timeout(timeout: float) -> float | None:
+    """How long a worker rank waits for rank 0's beacon (None: rank 0 cannot send one)."""
+    from .transports.mpi import beacon_possible
+
+    return timeout if beacon_possible() else None
+
+
+def serve_rank(comm: Any, init: WorkerInit, heartbeat_timeout: float) -> None:
+    """A worker rank serves until SHUTDOWN, and ends itself if rank 0 vanishes (MPI_Finalize would wait forever)."""
+    from .transports.mpi import MasterGone, MPIWorkerEndpoint
+
+    try:
+        worker_main(init, MPIWorkerEndpoint(comm, master_timeout=master_timeout(heartbeat_timeout)))
+    except MasterGone as exc:
+        end_orphaned_rank(comm.Get_rank(), exc)
+
+
+def end_orphaned_rank(rank: int, exc: Exception) -> None:
+    print(f"mbe_mpi[rank {rank}]: {exc}; this worker ends now (rerun the same command to resume from the "
+          "checkpoint)", file=sys.stderr, flush=True)
+    os._exit(EXIT_STOPPED)
+
+
+def _master_rank(comm: Any, setup: MasterSetup, hooks: RunHooks, started: float, beacon: Any) -> Outcome:
     """Rank 0 of an MPI run: the pool of worker ranks, one expansion, and an end that never hangs."""
     from .transports.mpi import MPIMasterTransport
 
-    pool = WorkerPool(MPIMasterTransport(comm), "mpi")
+    pool = WorkerPool(MPIMasterTransport(comm), "mpi", beacon)
     try:
         outcome = pool.run(setup, progress=hooks.progress, started=started, stop=hooks.stop,
                            on_outcome=hooks.on_outcome)

@@ -6,9 +6,8 @@ signal handler never runs while a C call holds the interpreter, and a thread can
 from it. What can act is another process: a tiny interpreter (``python -S``, milliseconds) that
 waits on a pipe from this rank. When MPI is up the rank closes the pipe and the watchdog exits; if
 the rank dies first, the pipe closes too. If neither happens within the timeout, the watchdog
-prints the message (rank 0's at the deadline; rank 1's two seconds later, in case rank 0 is the
-rank that hangs) and kills its rank with SIGKILL, which makes the launcher end the whole job (hydra
-ends a job in which a rank was killed by a signal, even with ``-disable-auto-cleanup``).
+kills its rank with SIGKILL (rank 0's prints the message first: one line for the job, not one
+per rank), and once every rank that waits in ``MPI_Init`` is gone the launcher ends the job.
 """
 
 from __future__ import annotations
@@ -45,11 +44,10 @@ def mpi_start_watchdog(timeout: float | None, rank: int) -> Iterator[None]:
         return
     import os
 
-    delay = 0.0 if rank == 0 else 2.0  # one message for the job, not one per rank
-    text = message(timeout) if rank in (0, 1) else ""
+    text = message(timeout) if rank == 0 else ""
     try:
-        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), str(timeout + delay),
-                                     text], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), str(timeout), text],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     except OSError:  # no watchdog is better than no run
         yield
         return
