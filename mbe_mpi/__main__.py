@@ -187,13 +187,13 @@ def _prepare(args: argparse.Namespace, output: Path):
         for flag, path in (("--report", args.report), ("--gantt", args.gantt)):
             if path:
                 check_writable(path, flag)
-        import_plugins(args.plugin)  # before the input is checked: plugins may define its program
+        import_plugins([_plugin(name) for name in args.plugin])  # first: plugins may define the input's program
         mbi, options = load_input(args.input)
         options = options.merged(
             n_workers=args.n_workers,
             threads_per_task=args.threads_per_task,
             memory_per_task=args.memory_per_task,
-            plugins=tuple(args.plugin),
+            plugins=tuple(_plugin(name) for name in args.plugin),
             checkpoint=False if args.no_checkpoint else args.checkpoint,
             cache_dir=args.cache_dir,
             fresh=args.fresh,
@@ -209,6 +209,13 @@ def _prepare(args: argparse.Namespace, output: Path):
         return mbi, options
 
     return prepare
+
+
+def _plugin(name: str) -> str:
+    """A plugin given as a path is passed on as an absolute one (workers may start elsewhere)."""
+    from .harnesses import is_plugin_path
+
+    return str(Path(name).expanduser().resolve()) if is_plugin_path(name) else name
 
 
 def _run(args: argparse.Namespace, output: Path, rank: int, stop, on_outcome):
