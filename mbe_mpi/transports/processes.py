@@ -69,7 +69,7 @@ def forkserver_context(threads: int, preload: Sequence[str]) -> Any:
 
 
 def exit_when_gone(pid: int, what: str, code: int = 1) -> None:
-    """End this process (``os._exit``) as soon as process ``pid`` -- the one it works for -- has ended.
+    """End this process (``os._exit``) as soon as process ``pid`` -- ``what`` it works for -- has ended.
 
     A worker whose master was killed (``kill -9``, a crashed node's job step) or a QC child whose
     worker was must not live on, orphaned, running tasks nobody will read: not while it starts,
@@ -91,8 +91,7 @@ def exit_when_gone(pid: int, what: str, code: int = 1) -> None:
         else:
             while _alive(pid):
                 time.sleep(1.0)
-        logger.debug("%s (process %d) has ended; exiting", what, pid)
-        os._exit(code)
+        os._exit(code)  # nothing else: this may run while the interpreter is already shutting down
 
     threading.Thread(target=watch, name="mbe_mpi-watch", daemon=True).start()
 
