@@ -192,10 +192,17 @@ def build_plan(mbi: ManyBodyInput, computer: ManyBodyComputer | None = None) -> 
     mc_index = {mc: i for i, mc in enumerate(names)}
     scaling = {mc: method_scaling(specs[mc].model.method) for mc in names}
     weights = fragment_weights(core)
+    # counterpoise tasks of a model chemistry share QCManyBody's one basis tuple: one cost sum over
+    # it, not one per task (keyed by identity; the value keeps the tuple alive, so no id is reused)
+    shared: dict[tuple[str, int], tuple[tuple[int, ...], float]] = {}
     tasks = []
-    last_basis, last_mc, cost = None, None, 0.0
     for index, (mc, real, basis) in enumerate(iter_labels(core)):
-        if basis is not last_basis or mc != last_mc:  # counterpoise tasks share one basis tuple: one sum
-            last_basis, last_mc, cost = basis, mc, estimate_cost(basis, weights, scaling[mc])
+        if basis is real:
+            cost = estimate_cost(basis, weights, scaling[mc])
+        else:
+            known = shared.get((mc, id(basis)))
+            if known is None:
+                known = shared[mc, id(basis)] = (basis, estimate_cost(basis, weights, scaling[mc]))
+            cost = known[1]
         tasks.append(Task(index, mc_index[mc], real, basis, cost))
     return Plan(computer=computer, model_chemistries=names, tasks=tasks)
