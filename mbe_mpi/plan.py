@@ -180,7 +180,7 @@ def method_scaling(method: str) -> float:
 
 def estimate_cost(basis: Sequence[int], weights: dict[int, float], scaling: float) -> float:
     """Expected cost ~ (basis functions) ** scaling; ghosts cost basis functions too."""
-    return sum(weights[f] for f in basis) ** scaling
+    return sum(map(weights.__getitem__, basis)) ** scaling  # the same sum, in C: it runs once per task
 
 
 def build_plan(mbi: ManyBodyInput, computer: ManyBodyComputer | None = None) -> Plan:
