@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import InputError
 from .files import RunLock
-from .hashing import input_hash, task_hashes
+from .hashing import TaskHasher, input_hash
 from .plan import Plan, Task, keeps_cluster_results
 from .protocol import ResultMessage
 
@@ -216,7 +216,8 @@ class Journal:
         self.checkpoint: ResultStore | None = None
         self.cache: ResultStore | None = None
         self.lock: RunLock | None = None
-        self.hashes: list[str] = task_hashes(plan) if (checkpoint or cache_dir) else []
+        self.hasher = TaskHasher(plan) if (checkpoint or cache_dir) else None
+        self.hashes: list[str] = []  # every task's hash, by index, once something on disk may be reused
         self.from_checkpoint = 0
         self.from_cache = 0
         self.failure: str | None = None  # why the checkpoint could not be written
@@ -252,9 +253,14 @@ class Journal:
             raise
 
     def reusable(self) -> dict[int, ResultMessage]:
-        """Results already on disk, by task index: checkpoint first, then cache."""
-        if not self.hashes:
+        """Results already on disk, by task index: checkpoint first, then cache.
+
+        Stores that are empty (a first run) need no hash yet: hashing millions of tasks, each over
+        every fragment of its basis, would delay the first dispatch by many seconds for nothing.
+        """
+        if self.hasher is None or not (self._has_results(self.checkpoint) or self._has_results(self.cache)):
             return {}
+        self.hashes = [self.hasher(task) for task in self.plan.tasks]
         need_atomic = keeps_cluster_results(self.plan.computer.input_data)
         by_hash: dict[str, ResultMessage] = {}
         if self.checkpoint is not None:
@@ -281,11 +287,18 @@ class Journal:
                     self.from_cache += 1
         return reused
 
+    @staticmethod
+    def _has_results(store: ResultStore | None) -> bool:
+        try:
+            return store is not None and len(store) > 0
+        except sqlite3.Error:
+            return True  # reading it fails below, and says why
+
     def record(self, task: Task, message: ResultMessage) -> bool:
         """Keep a successful result (called as each arrives, before anything else); whether it is on disk."""
-        if not message.ok or not self.hashes:
+        if not message.ok or self.hasher is None:
             return False
-        key = self.hashes[task.index]
+        key = self.hashes[task.index] if self.hashes else self.hasher(task)
         label = self.plan.label(task)
         saved = self._save(key, label, message)
         if self.cache is not None:
