@@ -186,6 +186,21 @@ class Journal:
         if cache_dir:
             self.cache = ResultStore(Path(cache_dir) / "results.sqlite", what="cache")
 
+    def beside(self, plan: Plan) -> Journal:
+        """A journal of another expansion of the same run (a prescreen's), in the same checkpoint and cache.
+
+        It shares this journal's open stores and is not closed itself: this one closes (or, once
+        the run has completed, removes) them.
+        """
+        other = Journal.__new__(Journal)
+        other.plan = plan
+        other.checkpoint = self.checkpoint
+        other.cache = self.cache
+        other.hashes = task_hashes(plan) if (self.checkpoint or self.cache) else []
+        other.from_checkpoint = 0
+        other.from_cache = 0
+        return other
+
     def reusable(self) -> dict[int, ResultMessage]:
         """Results already on disk, by task index: checkpoint first, then cache."""
         if not self.hashes:

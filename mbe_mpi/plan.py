@@ -39,7 +39,10 @@ class Task:
     """One QC calculation: a model chemistry on real fragments in the basis of basis fragments.
 
     Fragments are 1-based as in QCManyBody labels. ``mc_index`` points into ``Plan.model_chemistries``
-    so that a TASK message carries a small integer, not a string.
+    so that a TASK message carries a small integer, not a string. ``dispatch`` (0: the task's own
+    level) is the level a screened run hands the task out with: a vmfc task such as (1)@(1, 2)
+    belongs to the dimer whose increment needs it, so it must wait until that dimer is kept
+    (:mod:`mbe_mpi.screening`).
     """
 
     index: int
@@ -47,11 +50,17 @@ class Task:
     real: tuple[int, ...]
     basis: tuple[int, ...]
     cost: float
+    dispatch: int = 0
 
     @property
     def level(self) -> int:
         """The n-body level: the number of real fragments (supersystem: all fragments, hence last)."""
         return len(self.real)
+
+    @property
+    def dispatch_level(self) -> int:
+        """The level the scheduler hands this task out with (its own level unless screening says otherwise)."""
+        return self.dispatch or len(self.real)
 
 
 @dataclasses.dataclass
@@ -70,10 +79,14 @@ class Plan:
         return task_label(self.model_chemistries, task)
 
     def by_level(self, tasks: Sequence[Task] | None = None) -> dict[int, list[Task]]:
-        """Tasks (default: all) grouped by n-body level (ascending), each group largest expected cost first."""
+        """Tasks (default: all) grouped by the level they are handed out with (ascending), largest expected cost first.
+
+        That is the n-body level, except for tasks a screened run hands out with the n-mer that needs
+        them (``Task.dispatch``).
+        """
         groups: dict[int, list[Task]] = {}
         for task in self.tasks if tasks is None else tasks:
-            groups.setdefault(task.level, []).append(task)
+            groups.setdefault(task.dispatch_level, []).append(task)
         return {
             level: sorted(groups[level], key=lambda t: (-t.cost, t.index)) for level in sorted(groups)
         }

@@ -33,6 +33,8 @@ from .plan import Plan, Task, build_plan
 from .protocol import JobMessage, ResultMessage
 from .report import Progress, TaskTiming, timing_report
 from .scheduling import SchedulePolicy
+from .screened import EnergyRecorder, ScreenedRun
+from .screening import screening_of, with_screening
 from .transports import MasterTransport, launched_by_hydra, launched_by_mpi
 from .worker import WorkerInit, worker_main
 
@@ -55,9 +57,13 @@ class RunStats:
     from_cache: int
     timing: dict[str, Any]
     lost_workers: list[int] = dataclasses.field(default_factory=list)
+    screening: dict[str, Any] | None = None  # a screened run's report (mbe_mpi.screened.ScreenedRun.report)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        stats = dataclasses.asdict(self)
+        if stats["screening"] is None:
+            del stats["screening"]
+        return stats
 
 
 @dataclasses.dataclass
@@ -81,7 +87,12 @@ def release(outcome: Outcome) -> None:
 
 @dataclasses.dataclass
 class MasterSetup:
-    """Rank 0's view of a run once the input is validated: plan, journal and reusable results."""
+    """Rank 0's view of a run once the input is validated: plan, journal and reusable results.
+
+    ``screened`` is set when the input has screening rules (:mod:`mbe_mpi.screened`); its
+    checkpoint then belongs to the input without them, so a run with changed thresholds resumes
+    from it too (results are reused by content hash, never by position).
+    """
 
     mbi: ManyBodyInput
     input_json: str
@@ -89,25 +100,34 @@ class MasterSetup:
     plan: Plan
     journal: Journal
     reused: dict[int, ResultMessage]
+    screened: ScreenedRun | None = None
 
     @classmethod
     def prepare(cls, prepare: Prepare) -> MasterSetup:
         mbi, options = prepare()
         plan = build_plan(mbi)
         input_json = mbi.model_dump_json()
+        rules = screening_of(mbi)
+        identity = with_screening(mbi, None).model_dump_json() if rules is not None else input_json
         checkpoint = options.checkpoint if isinstance(options.checkpoint, str) else None
-        journal = Journal(plan, input_json, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
+        journal = Journal(plan, identity, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
         reused = journal.reusable()
+        screened = ScreenedRun(mbi, plan, rules, reused) if rules is not None else None
+        if screened is not None and screened.prescreen is not None:
+            screened.prescreen.reuse(journal.beside(screened.prescreen.plan).reusable())
         if journal.from_checkpoint:
             logger.warning("resuming from checkpoint %s: %d of %d QC results are done already",
                            checkpoint, journal.from_checkpoint, len(plan.tasks))
         if journal.from_cache:
             logger.info("%d QC results found in the cache %s", journal.from_cache, options.cache_dir)
-        return cls(mbi, input_json, options, plan, journal, reused)
+        return cls(mbi, input_json, options, plan, journal, reused, screened)
 
     @property
     def todo(self) -> list[Task]:
-        return [task for task in self.plan.tasks if task.index not in self.reused]
+        """The tasks to compute (screened: the most, if energy rules skip nothing more)."""
+        tasks = self.plan.tasks if self.screened is None or self.screened.expansion is None \
+            else self.screened.upper_bound()
+        return [task for task in tasks if task.index not in self.reused]
 
     def job(self, job_id: int = 1) -> JobMessage:
         return JobMessage(job_id, self.input_json, self.plan.model_chemistries)
@@ -185,27 +205,45 @@ def _stop_signals(name: str) -> StopSignals:
     return StopSignals((signal.SIGTERM,) if hydra else (signal.SIGTERM, signal.SIGUSR1))
 
 
+def _master(transport: MasterTransport, plan: Plan, options: ExecutionOptions, stop: StopSignals,
+            observers: list[RunObserver | None], job: JobMessage, **schedule: Any) -> Master:
+    """A master over ``transport`` for one expansion; ``schedule``: its tasks or levels, and the pool's workers."""
+    return Master(transport, plan, policy=SchedulePolicy.from_options(options),
+                  cost_model=CostModel(program_estimates(plan)), observer=Observers(observers), job=job,
+                  stop_requested=stop, stop_grace=options.stop_grace,
+                  liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1), **schedule)
+
+
 def _run_master(transport: MasterTransport, setup: MasterSetup, name: str, started: float,
                 show_progress: bool) -> Outcome:
-    plan, journal, options = setup.plan, setup.journal, setup.options
+    plan, journal, options, screened = setup.plan, setup.journal, setup.options, setup.screened
     journaled = JournalObserver(journal, len(setup.reused))
     timing = TimingRecorder(plan, started)
-    progress = (Progress(plan.tasks, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
-                if show_progress else None)
     master = None
     completed = False
     try:
         with _stop_signals(name) as stop:
             master_cpu = time.process_time()
-            master = Master(transport, plan, tasks=setup.todo, policy=SchedulePolicy.from_options(options),
-                            cost_model=CostModel(program_estimates(plan)), observer=Observers([journaled, timing, progress]),
-                            job=setup.job(), stop_requested=stop, stop_grace=options.stop_grace,
-                            liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1))
+            pool: dict[str, Any] = {}
+            if screened is not None and screened.prescreen is not None:
+                master = _run_prescreen(transport, setup, stop, name, show_progress)
+                pool = {"ready": sorted(master.started - master.liveness.lost), "lost": set(master.liveness.lost)}
+            shown = plan.tasks if screened is None else screened.upper_bound()
+            progress = (Progress(shown, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
+                        if show_progress else None)
+            observers = [journaled, timing, progress]
+            if screened is None:
+                schedule = {"tasks": setup.todo}
+            else:
+                observers.append(EnergyRecorder(screened.expansion))
+                schedule = {"levels": screened.levels(progress.withdraw if progress is not None else None)}
+            master = _master(transport, plan, options, stop, observers, setup.job(2 if pool else 1),
+                             **schedule, **pool)
             results = master.run()
             master_cpu = time.process_time() - master_cpu
         if progress is not None:
             progress.close()
-        result = assemble(plan, {**setup.reused, **results})
+        result = _assemble(setup, results)
         completed = True
     except RunStopped as exc:
         where = f" in {journal.checkpoint.path}" if journal.checkpoint else " (no checkpoint was kept)"
@@ -214,7 +252,33 @@ def _run_master(transport: MasterTransport, setup: MasterSetup, name: str, start
     finally:
         _release_workers(transport, master)
         journal.close(completed=completed)
-    return _outcome(result, setup, timing, transport, name, started, master_cpu)
+    return _outcome(result, setup, timing, transport, name, started, master_cpu, len(results))
+
+
+def _assemble(setup: MasterSetup, results: dict[int, ResultMessage]) -> ManyBodyResult:
+    if setup.screened is None:
+        return assemble(setup.plan, {**setup.reused, **results})
+    needed, surrogates = setup.screened.for_assembly(results)
+    return assemble(setup.plan, needed, surrogates)
+
+
+def _run_prescreen(transport: MasterTransport, setup: MasterSetup, stop: StopSignals, name: str,
+                   show_progress: bool) -> Master:
+    """The cheap expansion first, on the same workers; its outcome decides what the requested one may compute."""
+    prescreen = setup.screened.prescreen
+    started = time.perf_counter()
+    todo = prescreen.todo
+    logger.info("prescreen: %d %s tasks (%d reused)", len(todo), setup.screened.rules.prescreen.name,
+                len(prescreen.reused))
+    progress = (Progress(todo, set(), len(transport.worker_ids), launched_by_mpi=name == "mpi")
+                if show_progress else None)
+    observers = [JournalObserver(setup.journal.beside(prescreen.plan), 0), progress]
+    master = _master(transport, prescreen.plan, setup.options, stop, observers, prescreen.job(1), tasks=todo)
+    results = master.run()
+    if progress is not None:
+        progress.close()
+    setup.screened.begin(prescreen.done(results, time.perf_counter() - started))
+    return master
 
 
 def _release_workers(transport: MasterTransport, master: Master | None) -> None:
@@ -226,21 +290,27 @@ def _release_workers(transport: MasterTransport, master: Master | None) -> None:
 
 
 def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder, transport: MasterTransport,
-             name: str, started: float, master_cpu: float) -> Outcome:
+             name: str, started: float, master_cpu: float, computed: int) -> Outcome:
     wall_time = time.perf_counter() - started
     n_workers = len(transport.worker_ids)
+    screened = setup.screened
+    tasks = setup.plan.tasks if screened is None else screened.expansion.needed()
+    per_level: dict[int, int] = {}
+    for task in tasks:
+        per_level[task.level] = per_level.get(task.level, 0) + 1
     stats = RunStats(
         transport=name,
         n_workers=n_workers,
         wall_time=wall_time,
-        tasks_per_level={level: len(tasks) for level, tasks in setup.plan.by_level().items()},
+        tasks_per_level=dict(sorted(per_level.items())),
         task_time=timing.task_time,
-        computed=len(setup.todo),
+        computed=computed,
         from_checkpoint=setup.journal.from_checkpoint,
         from_cache=setup.journal.from_cache,
         timing=timing_report(timing.timeline, n_workers, wall_time, master_cpu,
                              startup=max(timing.ready_at.values(), default=started) - started),
         lost_workers=timing.lost,
+        screening=None if screened is None else screened.report(computed),
     )
     result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
     return Outcome(result, timing.timeline, timing.lost, name, set(transport.failed))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..backoff import ArrivalRate, Backoff
 from ..costs import CostModel
@@ -30,7 +30,7 @@ from ..protocol import (
     decode,
     encode,
 )
-from ..scheduling import Assign, SchedulePolicy, Scheduler, Steal
+from ..scheduling import Assign, Deferred, SchedulePolicy, Scheduler, Steal
 from ..transports import MasterTransport
 from .liveness import Liveness, LivenessSettings
 from .observer import Completion, RunObserver
@@ -49,14 +49,18 @@ class Master:
     stops too; running tasks get ``stop_grace`` seconds to finish, then :class:`RunStopped` says how
     many were abandoned. A lost worker's tasks go back to the others, and anything it sends later
     is ignored. ``job`` goes to every worker before its first task; ``ready`` are workers that
-    reported READY before this run (a pool kept between runs).
+    reported READY before this run (a pool kept between runs), ``lost`` those declared lost before it.
+    ``levels`` (instead of ``tasks``) is the schedule by level, some levels decided as they open
+    (a screened expansion: :class:`~mbe_mpi.scheduling.Deferred`).
     """
 
     def __init__(self, transport: MasterTransport, plan: Plan, *, tasks: Sequence[Task] | None = None,
+                 levels: Mapping[int, Sequence[Task] | Deferred] | None = None,
                  policy: SchedulePolicy | None = None, cost_model: CostModel | None = None,
                  observer: RunObserver | None = None, job: JobMessage | None = None, ready: Sequence[int] = (),
-                 liveness: LivenessSettings | None = None, stop_requested: Callable[[], str | None] | None = None,
-                 stop_grace: float = 30.0, clock: Clock = time):
+                 lost: Iterable[int] = (), liveness: LivenessSettings | None = None,
+                 stop_requested: Callable[[], str | None] | None = None, stop_grace: float = 30.0,
+                 clock: Clock = time):
         self.transport = transport
         self.plan = plan
         self.policy = policy or SchedulePolicy()
@@ -64,8 +68,11 @@ class Master:
         self.clock = clock
         self.stop_requested = stop_requested
         self.stop_grace = stop_grace
-        self.scheduler = Scheduler(plan.by_level(tasks), policy=self.policy, cost_model=cost_model)
+        self.scheduler = Scheduler(plan.by_level(tasks) if levels is None else levels, policy=self.policy,
+                                   cost_model=cost_model)
         self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings())
+        for worker in lost:
+            self.liveness.declare_lost(worker)
         self.results: dict[int, ResultMessage] = {}
         self.failures: list[tuple[Task, ResultMessage]] = []
         self.started: set[int] = set()  # workers that reported READY

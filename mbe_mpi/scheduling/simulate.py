@@ -23,7 +23,7 @@ from ..costs import CostModel
 from ..plan import Task
 from .batching import should_flush
 from .policy import SchedulePolicy
-from .scheduler import Assign, Scheduler, Steal
+from .scheduler import Assign, Deferred, Scheduler, Steal
 
 
 @dataclasses.dataclass
@@ -166,7 +166,7 @@ class _Simulation:
         self.makespan = max(self.makespan, begin)
 
 
-def simulate(tasks_by_level: dict[int, list[Task]], n_workers: int, duration: Callable[[Task], float],
+def simulate(tasks_by_level: dict[int, list[Task] | Deferred], n_workers: int, duration: Callable[[Task], float],
              policy: SchedulePolicy | None = None, *, latency: float = 50e-6, master_seconds: float = 20e-6,
              result_seconds: float = 5e-6, startup: float = 0.0,
              cost_model: CostModel | None = None) -> SimulationResult:
