@@ -5,6 +5,7 @@ from __future__ import annotations
 from qcelemental import constants
 from qcmanybody.models.v2 import ManyBodyResult
 
+from .screening import format_screening
 from .timing import format_timing
 
 HARTREE_TO_KCAL = constants.conversion_factor("hartree", "kcal/mol")
@@ -56,6 +57,9 @@ def summary(result: ManyBodyResult, output_path: str | None = None) -> str:
         )
     else:
         lines.append(f"  QC tasks: {result.properties.calcinfo_nmbe}")
+    if stats.get("screening"):
+        lines.append("")
+        lines.extend(format_screening(stats["screening"]))
     if stats.get("lost_workers"):
         lines.append(f"  workers lost during the run: {', '.join(map(str, stats['lost_workers']))} "
                      "(their tasks ran on the others)")

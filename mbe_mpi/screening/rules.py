@@ -105,10 +105,13 @@ def screening_of(mbi: ManyBodyInput) -> ScreeningRules | None:
 
 
 def with_screening(mbi: ManyBodyInput, screening: Mapping[str, Any] | None) -> ManyBodyInput:
-    """The input with ``screening`` (rules in :meth:`ScreeningRules.to_dict` form, or None: none) stored in it."""
+    """The input with ``screening`` (rules in :meth:`ScreeningRules.to_dict` form, or None: none) stored in it.
+
+    Rules that screen nothing are not stored: the input then stays the one QCManyBody reads.
+    """
     extras = dict(mbi.specification.extras or {})
     ours = dict(extras.get(EXTRAS_KEY) or {})
-    if screening:
+    if screening and ScreeningRules.from_dict(screening).active:
         ours["screening"] = dict(screening)
     else:
         ours.pop("screening", None)
