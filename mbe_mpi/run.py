@@ -226,7 +226,7 @@ def _run_master(transport: MasterTransport, setup: MasterSetup, name: str, start
             master_cpu = time.process_time()
             pool: dict[str, Any] = {}
             if screened is not None and screened.prescreen is not None:
-                master = _run_prescreen(transport, setup, stop, name, show_progress)
+                master = _run_prescreen(transport, setup, stop, name, show_progress, timing)
                 pool = {"ready": sorted(master.started - master.liveness.lost), "lost": set(master.liveness.lost)}
             shown = plan.tasks if screened is None else screened.upper_bound()
             progress = (Progress(shown, set(setup.reused), len(transport.worker_ids), launched_by_mpi=name == "mpi")
@@ -262,8 +262,18 @@ def _assemble(setup: MasterSetup, results: dict[int, ResultMessage]) -> ManyBody
     return assemble(setup.plan, needed, surrogates)
 
 
+class _WorkersReady(RunObserver):
+    """Only when workers started (a prescreen's tasks are not in the requested expansion's timeline)."""
+
+    def __init__(self, timing: TimingRecorder):
+        self.timing = timing
+
+    def worker_ready(self, worker: int, at: float) -> None:
+        self.timing.worker_ready(worker, at)
+
+
 def _run_prescreen(transport: MasterTransport, setup: MasterSetup, stop: StopSignals, name: str,
-                   show_progress: bool) -> Master:
+                   show_progress: bool, timing: TimingRecorder) -> Master:
     """The cheap expansion first, on the same workers; its outcome decides what the requested one may compute."""
     prescreen = setup.screened.prescreen
     started = time.perf_counter()
@@ -272,7 +282,7 @@ def _run_prescreen(transport: MasterTransport, setup: MasterSetup, stop: StopSig
                 len(prescreen.reused))
     progress = (Progress(todo, set(), len(transport.worker_ids), launched_by_mpi=name == "mpi")
                 if show_progress else None)
-    observers = [JournalObserver(setup.journal.beside(prescreen.plan), 0), progress]
+    observers = [JournalObserver(setup.journal.beside(prescreen.plan), 0), _WorkersReady(timing), progress]
     master = _master(transport, prescreen.plan, setup.options, stop, observers, prescreen.job(1), tasks=todo)
     results = master.run()
     if progress is not None:
