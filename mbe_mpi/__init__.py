@@ -4,7 +4,8 @@ Results equal QCManyBody's sequential ``ManyBodyComputer`` (same QCEngine calls,
 through ``ManyBodyCore.analyze``); only the running of the fragment QC tasks is parallel.
 
 Importing the package registers the QCEngine programs ``pyscf`` and ``tblite``, and ``synthetic``
-(a stand-in with a known cost and a smooth energy, for benchmarks and fault tests; not chemistry).
+(a stand-in with a known cost and a smooth energy, for benchmarks and fault tests; not chemistry),
+and the QCEngine procedure ``mbe_mpi`` (``qcengine.compute(manybody_input, "mbe_mpi")``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from .version import __version__
 
 _register_all()
 
-from .api import compute  # noqa: E402
+from .api import ManyBodyComputer, compute  # noqa: E402
+from .procedure import register as _register_procedure  # noqa: E402
+from .session import Session  # noqa: E402
 
-__all__ = ["compute", "__version__"]
+_register_procedure()
+
+__all__ = ["ManyBodyComputer", "Session", "compute", "__version__"]

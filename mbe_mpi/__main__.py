@@ -148,12 +148,16 @@ def _main(argv: list[str]) -> int:
     logging.basicConfig(level=level, format="mbe_mpi %(levelname)s: %(message)s" if rank == 0
                         else f"mbe_mpi[rank {rank}] %(levelname)s: %(message)s")
     output = Path(args.output) if args.output else default_output_path(args.input)
-    outcome = _run(args, output, rank)
+    written: list[int] = []
+    outcome = _run(args, output, rank, lambda done: written.append(_write_outputs(args, done, output)))
     if isinstance(outcome, int):
         return outcome
     if outcome is None:  # a worker rank
         return EXIT_OK
-    return _write_outputs(args, outcome, output)
+    from .run import release
+
+    release(outcome)  # after the workers are shut down: ends the job if a lost rank would hang MPI_Finalize
+    return written[0]
 
 
 def _prepare(args: argparse.Namespace, output: Path):
@@ -185,8 +189,11 @@ def _prepare(args: argparse.Namespace, output: Path):
     return prepare
 
 
-def _run(args: argparse.Namespace, output: Path, rank: int):
-    """The run's outcome (None on a worker rank), or the exit code of what stopped it."""
+def _run(args: argparse.Namespace, output: Path, rank: int, on_outcome):
+    """The run's outcome (None on a worker rank), or the exit code of what stopped it.
+
+    ``on_outcome`` writes the output as soon as the result is there, before the workers are shut down.
+    """
     from .errors import (
         EXIT_INPUT_ERROR,
         EXIT_INTERNAL_ERROR,
@@ -205,7 +212,7 @@ def _run(args: argparse.Namespace, output: Path, rank: int):
     try:
         from .run import run
 
-        return run(_prepare(args, output), progress=not args.quiet and not args.no_progress)
+        return run(_prepare(args, output), progress=not args.quiet and not args.no_progress, on_outcome=on_outcome)
     except InputError as exc:
         return error(f"mbe_mpi: error: {exc}", EXIT_INPUT_ERROR)
     except TaskFailedError as exc:
@@ -223,7 +230,6 @@ def _write_outputs(args: argparse.Namespace, outcome, output: Path) -> int:
     """The result file, the optional report and chart, and the summary on stdout."""
     from .errors import EXIT_INPUT_ERROR, EXIT_OK
     from .report import gantt_chart, summary, write_report
-    from .run import release
 
     result = outcome.result
     output.write_text(result_json(result))
@@ -246,7 +252,6 @@ def _write_outputs(args: argparse.Namespace, outcome, output: Path) -> int:
         print("\n".join([summary(result, str(output)), *written]))
     if failed:
         print(f"mbe_mpi: error: {failed}", file=sys.stderr)
-    release(outcome)  # after everything is written: ends the job if a lost rank would hang MPI_Finalize
     return EXIT_INPUT_ERROR if failed else EXIT_OK
 
 

@@ -12,10 +12,7 @@ from typing import Any
 
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 
-from .errors import InputError
-from .harnesses import import_plugins
-from .options import ExecutionOptions
-from .run import run
+from .run import input_preparer, run
 
 
 def compute(
@@ -32,29 +29,20 @@ def compute(
     section (distance cutoffs, energy thresholds, a prescreen; docs/screening.md): the result is
     then the truncated expansion those rules define. Raises :class:`~mbe_mpi.errors.InputError` for
     a bad input (on every rank under MPI) and :class:`~mbe_mpi.errors.TaskFailedError` when a QC
-    task fails.
+    task fails. It is a session of one expansion: workers start, compute it, and end.
+    """
+    outcome = run(input_preparer(manybody_input, {**execution_options, "n_workers": n_workers}, screening=screening))
+    return None if outcome is None else outcome.result
+
+
+class ManyBodyComputer:
+    """QCManyBody's ``ManyBodyComputer.from_manybodyinput``, run in parallel: a drop-in for scripts.
+
+    ``from qcmanybody.v2 import ManyBodyComputer`` becomes ``from mbe_mpi import ManyBodyComputer``;
+    the returned ``ManyBodyResult`` is the same, bit for bit.
     """
 
-    def prepare() -> tuple[ManyBodyInput, ExecutionOptions]:
-        from .inputs import attach_screening, parse_input, validate_manybody_input
-
-        overrides = {**execution_options, "n_workers": n_workers}
-        options = ExecutionOptions().merged(**overrides)  # refuses unknown or nonsense options first
-        import_plugins(options.plugins)
-        if isinstance(manybody_input, ManyBodyInput):
-            mbi = attach_screening(manybody_input, screening, "compute(): ")
-            validate_manybody_input(mbi, "compute()")
-            return mbi, options
-        if not isinstance(manybody_input, Mapping):
-            raise InputError(f"compute() takes a ManyBodyInput or a dict, not a {type(manybody_input).__name__}")
-        # a dict may be a QCSchema ManyBodyInput or the friendly format, exactly as in an input file
-        data = dict(manybody_input)
-        if screening is not None:
-            if "screening" in data:
-                raise InputError("compute(): screening is given twice (in the input and as an argument); keep one")
-            data["screening"] = screening
-        mbi, file_options = parse_input(data, source="compute()")
-        return mbi, file_options.merged(**overrides)
-
-    outcome = run(prepare)
-    return None if outcome is None else outcome.result
+    @classmethod
+    def from_manybodyinput(cls, manybody_input: ManyBodyInput | Mapping[str, Any], n_workers: int | None = None,
+                           **execution_options: Any) -> ManyBodyResult | None:
+        return compute(manybody_input, n_workers, **execution_options)

@@ -176,6 +176,7 @@ class Journal:
         self.hashes: list[str] = task_hashes(plan) if (checkpoint or cache_dir) else []
         self.from_checkpoint = 0
         self.from_cache = 0
+        self.sources: dict[int, str] = {}  # task index -> "checkpoint" or "cache", for what reusable() found
         checkpoint = os.path.expanduser(os.path.expandvars(checkpoint)) if checkpoint else None
         cache_dir = os.path.expanduser(os.path.expandvars(cache_dir)) if cache_dir else None
         if checkpoint:
@@ -196,9 +197,10 @@ class Journal:
         other.plan = plan
         other.checkpoint = self.checkpoint
         other.cache = self.cache
-        other.hashes = task_hashes(plan) if (self.checkpoint or self.cache) else []
+        other.hashes = task_hashes(plan) if (self.checkpoint is not None or self.cache is not None) else []
         other.from_checkpoint = 0
         other.from_cache = 0
+        other.sources = {}
         return other
 
     def reusable(self) -> dict[int, ResultMessage]:
@@ -220,8 +222,10 @@ class Journal:
                 reused[task.index] = dataclasses.replace(message, task_id=task.index)
                 if self.hashes[task.index] in from_checkpoint:
                     self.from_checkpoint += 1
+                    self.sources[task.index] = "checkpoint"
                 else:
                     self.from_cache += 1
+                    self.sources[task.index] = "cache"
         return reused
 
     def record(self, task: Task, message: ResultMessage) -> None:

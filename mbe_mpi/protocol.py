@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever a message layout changes; both ends must run the same version (see docs/protocol.md).
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class ProtocolError(RuntimeError):
@@ -113,9 +113,14 @@ class ReadyMessage:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ResultBatch:
-    """Several results in one message: tiny tasks travel (and come back) in batches."""
+    """Worker -> master: results (several when tasks are tiny) of the expansion ``job_id``.
+
+    The job number lets a master that serves several expansions over one pool of workers drop a
+    late result of an earlier one (a task abandoned when that expansion was stopped or interrupted).
+    """
 
     results: tuple[ResultMessage, ...]
+    job_id: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,6 +136,7 @@ class StolenMessage:
 
     rank: int
     task_ids: tuple[int, ...]
+    job_id: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -182,8 +188,8 @@ _CODEC: dict[type, tuple[int, Callable[[Any], tuple], Callable[[tuple], Any]]] =
     ResultMessage: (2, _result_fields, _result),
     ShutdownMessage: (3, *_plain(ShutdownMessage)),
     ReadyMessage: (4, *_plain(ReadyMessage)),
-    ResultBatch: (5, lambda m: (tuple(_result_fields(r) for r in m.results),),
-                  lambda f: ResultBatch(tuple(_result(r) for r in f[0]))),
+    ResultBatch: (5, lambda m: (tuple(_result_fields(r) for r in m.results), m.job_id),
+                  lambda f: ResultBatch(tuple(_result(r) for r in f[0]), f[1])),
     StealMessage: (6, *_plain(StealMessage)),
     StolenMessage: (7, *_plain(StolenMessage)),
     HeartbeatMessage: (8, *_plain(HeartbeatMessage)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterable
 
 import qcengine
 
@@ -63,3 +64,21 @@ def check_model_chemistry(program: str, method: str, basis: str | None, driver: 
     check = getattr(harness, "check_model", None)
     if check is not None:
         check(method, basis, driver, dict(keywords or {}))
+
+
+def preload_modules(programs: Iterable[str] | None = None) -> list[str]:
+    """Modules a process that will run these QC programs (default: all of ours) may import ahead.
+
+    Each of our harnesses names them (``preload``); other programs' harnesses are imported by the
+    workers themselves (plugins) when they start.
+    """
+    names = list(_OUR_HARNESSES) if programs is None else [p.lower() for p in programs]
+    modules: list[str] = []
+    for name in names:
+        if name not in _OUR_HARNESSES:
+            continue
+        module, cls = _OUR_HARNESSES[name]
+        harness = getattr(importlib.import_module(module), cls)
+        if harness.found():
+            modules.extend(getattr(harness, "preload", ()))
+    return modules

@@ -318,6 +318,10 @@ class PySCFHarness(ProgramHarness):
     would dominate, and PySCF is a Python library anyway.
     """
 
+    #: what a forkserver imports for this program (the modules a task uses, ~1 s of a cold start)
+    preload: ClassVar[tuple[str, ...]] = ("pyscf.gto", "pyscf.scf", "pyscf.dft", "pyscf.mp", "pyscf.grad",
+                                          "pyscf.hessian")
+
     _defaults: ClassVar[dict[str, Any]] = {
         "name": "pyscf",
         "scratch": True,

@@ -41,9 +41,9 @@ Threads
     tblite is OpenMP-parallel. QCEngine sets ``OMP_NUM_THREADS`` to ``config.ncores`` around the
     call, but libgomp reads that variable only once, when tblite's library is first loaded; later
     changes of ``ncores`` in the same process have no effect. This module therefore loads tblite's
-    library when it is imported (at ``import mbe_mpi``), so the thread count is the one the process
-    was started with, not whatever QCEngine happens to set around the first call (all cores by
-    default). Set ``OMP_NUM_THREADS`` when starting the process; mbe_mpi's local workers get
+    library (on first use, so that a run without tblite never loads it) with the ``OMP_NUM_THREADS``
+    the process was started with, not whatever QCEngine happens to set around the first call (all
+    cores by default). Set ``OMP_NUM_THREADS`` when starting the process; mbe_mpi's local workers get
     ``threads_per_task``. For bit-for-bit results it must be 1: with 2 threads, repeating the *same*
     calculation in one process gave gradients differing in the last bits (OpenMP reductions in
     varying order; tblite 0.8, 12-atom water cluster), while 1 thread is reproducible.
@@ -58,7 +58,9 @@ Failures
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -70,10 +72,27 @@ from qcengine.programs.model import ProgramHarness
 
 from .common import driver_name, normalise_keyword, refuse
 
-try:  # load libtblite (and its OpenMP runtime) now: see "Threads" above
-    import tblite.interface  # noqa: F401
-except ImportError:  # tblite is optional; found() reports it missing
-    pass
+#: the OpenMP thread count this process was started with (see "Threads" above)
+_THREADS_AT_START = os.environ.get("OMP_NUM_THREADS")
+
+
+def _load_tblite() -> None:
+    """Import tblite's library (and its OpenMP runtime) with the thread count the process started with."""
+    if "tblite.interface" in sys.modules:
+        return
+    current = os.environ.get("OMP_NUM_THREADS")
+    _set_threads(_THREADS_AT_START)
+    try:
+        import tblite.interface  # noqa: F401
+    finally:
+        _set_threads(current)
+
+
+def _set_threads(value: str | None) -> None:
+    if value is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = value
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput, AtomicResult
@@ -147,6 +166,7 @@ def _model_problem(method: Any, basis: Any, driver: Any, keywords: dict[str, Any
 def _singlepoint(method: str, numbers: np.ndarray, positions: np.ndarray, charge: float, uhf: int,
                  keywords: dict[str, Any], log: list[str]) -> Any:
     """tblite's calculator set up from our keywords, run once; its errors as QCEngine's kinds."""
+    _load_tblite()
     from tblite.exceptions import TBLiteRuntimeError, TBLiteTypeError, TBLiteValueError
     from tblite.interface import Calculator
 
@@ -200,6 +220,9 @@ class TBLiteHarness(ProgramHarness):
     See the module docstring for the conventions (ghosts, keywords, threads, failures).
     """
 
+    #: what a forkserver imports for this program (loading libtblite there, with the workers' threads)
+    preload: ClassVar[tuple[str, ...]] = ("tblite.interface",)
+
     _defaults: ClassVar[dict[str, Any]] = {
         "name": "tblite",
         "scratch": False,
@@ -226,6 +249,7 @@ class TBLiteHarness(ProgramHarness):
         self.found(raise_error=True)
         which_prog = which_import("tblite")
         if which_prog not in self.version_cache:
+            _load_tblite()
             from tblite.library import get_version
 
             self.version_cache[which_prog] = safe_version(".".join(str(v) for v in get_version()))

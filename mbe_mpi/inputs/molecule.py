@@ -27,7 +27,8 @@ MOLECULE_KEYS = (
 )
 UNITS = ("angstrom", "bohr")
 
-ANGSTROM_TO_BOHR = constants.conversion_factor("angstrom", "bohr")
+# equal to conversion_factor("angstrom", "bohr") (a unit test checks), without loading pint at start-up
+ANGSTROM_TO_BOHR = 1 / constants.bohr2angstroms
 
 # symbol (upper case) -> (canonical symbol, Z); "X" (dummy, Z=0) is no element
 ELEMENTS = {sym.upper(): (sym, z) for z, sym in enumerate(periodictable.E) if z > 0}

@@ -28,10 +28,10 @@ class LivenessSettings:
 
 
 class Liveness:
-    def __init__(self, workers: Iterable[int], now: float, settings: LivenessSettings):
+    def __init__(self, workers: Iterable[int], now: float, settings: LivenessSettings, lost: Iterable[int] = ()):
         self.settings = settings
         self.last_seen = dict.fromkeys(workers, now + settings.startup_allowance)
-        self.lost: set[int] = set()
+        self.lost: set[int] = set(lost)
         self._notices_seen = 0
         self._notice_at: float | None = None
         self._next_check = 0.0

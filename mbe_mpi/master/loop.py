@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..backoff import ArrivalRate, Backoff
 from ..costs import CostModel
@@ -48,17 +48,18 @@ class Master:
     names the failures. When ``stop_requested`` returns a reason (a signal arrived), dispatching
     stops too; running tasks get ``stop_grace`` seconds to finish, then :class:`RunStopped` says how
     many were abandoned. A lost worker's tasks go back to the others, and anything it sends later
-    is ignored. ``job`` goes to every worker before its first task; ``ready`` are workers that
-    reported READY before this run (a pool kept between runs), ``lost`` those declared lost before it.
-    ``levels`` (instead of ``tasks``) is the schedule by level, some levels decided as they open
-    (a screened expansion: :class:`~mbe_mpi.scheduling.Deferred`).
+    is ignored. ``job`` goes to every worker before its first task, and what workers send about
+    another job is dropped; ``ready`` are workers that reported READY before this run and ``lost``
+    those declared lost before it (a pool kept between runs). ``levels`` (instead of ``tasks``) is
+    the schedule by level, some levels decided as they open (a screened expansion:
+    :class:`~mbe_mpi.scheduling.Deferred`).
     """
 
     def __init__(self, transport: MasterTransport, plan: Plan, *, tasks: Sequence[Task] | None = None,
                  levels: Mapping[int, Sequence[Task] | Deferred] | None = None,
                  policy: SchedulePolicy | None = None, cost_model: CostModel | None = None,
                  observer: RunObserver | None = None, job: JobMessage | None = None, ready: Sequence[int] = (),
-                 lost: Iterable[int] = (), liveness: LivenessSettings | None = None,
+                 lost: Sequence[int] = (), liveness: LivenessSettings | None = None,
                  stop_requested: Callable[[], str | None] | None = None, stop_grace: float = 30.0,
                  clock: Clock = time):
         self.transport = transport
@@ -70,14 +71,13 @@ class Master:
         self.stop_grace = stop_grace
         self.scheduler = Scheduler(plan.by_level(tasks) if levels is None else levels, policy=self.policy,
                                    cost_model=cost_model)
-        self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings())
-        for worker in lost:
-            self.liveness.declare_lost(worker)
+        self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings(), lost=lost)
         self.results: dict[int, ResultMessage] = {}
         self.failures: list[tuple[Task, ResultMessage]] = []
         self.started: set[int] = set()  # workers that reported READY
         self.stop_reason: str | None = None
         self._job = encode(job) if job is not None else None
+        self.job_id = job.job_id if job is not None else 0
         self._deadline = float("inf")
         self._sent_at: dict[int, float] = {}
         self._backoff = Backoff(minimum=transport.min_idle_wait, maximum=transport.max_idle_wait)
@@ -87,7 +87,8 @@ class Master:
         self._handlers = {ReadyMessage: self._on_ready, HeartbeatMessage: self._on_heartbeat,
                           StolenMessage: self._on_stolen, ResultBatch: self._on_results}
         for worker in ready:
-            self._join(worker)
+            if worker not in self.liveness.lost:
+                self._join(worker)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -195,11 +196,22 @@ class Master:
     def _on_heartbeat(self, worker: int, message: HeartbeatMessage) -> None:
         pass  # hearing from it was the point (Liveness has noted it)
 
+    def _stale(self, worker: int, message: ResultBatch | StolenMessage) -> bool:
+        if message.job_id == self.job_id:
+            return False
+        logger.debug("%s of job %d from worker %d dropped (this is job %d)", type(message).__name__,
+                     message.job_id, worker, self.job_id)
+        return True
+
     def _on_stolen(self, worker: int, message: StolenMessage) -> None:
+        if self._stale(worker, message):
+            return
         for task in self.scheduler.stolen(worker, message.task_ids):
             self.observer.requeued(task)
 
     def _on_results(self, worker: int, message: ResultBatch) -> None:
+        if self._stale(worker, message):
+            return
         received = self.clock.perf_counter()
         for result in message.results:
             if result.ok:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from qcelemental import constants
 
-BOHR_TO_ANGSTROM = constants.conversion_factor("bohr", "angstrom")
+from ..units import BOHR_TO_ANGSTROM
 
 
 def closest_contacts(geometry_bohr: np.ndarray, fragments: list[list[int]]) -> np.ndarray:

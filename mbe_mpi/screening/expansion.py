@@ -13,18 +13,16 @@ import dataclasses
 import logging
 from collections.abc import Collection, Mapping
 
-from qcelemental import constants
 from qcmanybody.models.v2 import ManyBodyInput
 
 from ..plan import Plan, Task
+from ..units import HARTREE_TO_KCAL
 from .contacts import closest_contacts
 from .levels import LevelDecisions, Nmer, grow, sub_clusters
 from .owners import increment, task_owners
 from .rules import Prescreen, ScreeningRules
 
 logger = logging.getLogger(__name__)
-
-HARTREE_TO_KCAL = constants.conversion_factor("hartree", "kcal/mol")
 
 
 def level_model_chemistries(plan: Plan) -> dict[int, int]:

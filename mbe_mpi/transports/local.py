@@ -1,41 +1,24 @@
 """Local transport: the single-node fallback, worker *processes* connected by pipes.
 
 Same protocol bytes and the same master/worker code as under MPI. Workers are started once per
-run with the ``spawn`` method: a forked child would inherit the parent's OpenMP/BLAS thread pools
-and (under ``mpiexec -n 1``) its MPI state, both unsafe to use after fork. What a worker runs is
-given as ``entry``, a picklable callable that takes the worker's :class:`PipeWorkerEndpoint`.
+pool, forked from a preloaded forkserver (:mod:`mbe_mpi.transports.processes`; never from the
+master itself, whose threads, OpenMP pools and -- under ``mpiexec -n 1`` -- MPI state a fork would
+copy). What a worker runs is given as ``entry``, a picklable callable that takes the worker's
+:class:`PipeWorkerEndpoint`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import multiprocessing
 import multiprocessing.connection
-import os
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+
+from .processes import forkserver_context, thread_environment
 
 logger = logging.getLogger(__name__)
-
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _thread_environment(threads: int) -> Iterator[None]:
-    """Set thread-count variables while children start, so their OpenMP/BLAS pools are sized right."""
-    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
-    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
 
 class PipeWorkerEndpoint:
     """A worker process's side of its pipe; ``recv`` blocks in the kernel, costing no CPU."""
@@ -70,12 +53,16 @@ class LocalMasterTransport:
     max_idle_wait = min_idle_wait = 0.05
     failed: set[int] = frozenset()  # only an MPI library declares processes failed
 
-    def __init__(self, n_workers: int, entry: Callable[[PipeWorkerEndpoint], None], threads: int):
-        context = multiprocessing.get_context("spawn")
+    def __init__(self, n_workers: int, entry: Callable[[PipeWorkerEndpoint], None], threads: int, *,
+                 preload: Sequence[str] = (), start_method: str = "forkserver"):
+        if start_method == "forkserver":
+            context = forkserver_context(threads, preload)
+        else:
+            context = multiprocessing.get_context(start_method)
         self.worker_ids = list(range(1, n_workers + 1))
         self._conns: dict[int, multiprocessing.connection.Connection] = {}
         self._procs: dict[int, multiprocessing.process.BaseProcess] = {}
-        with _thread_environment(threads):
+        with thread_environment(threads):
             for worker in self.worker_ids:
                 parent_end, child_end = context.Pipe(duplex=True)
                 proc = context.Process(

@@ -130,6 +130,11 @@ class _HydraNotices:
     def _notice(self, signum: int, frame: object) -> None:
         self.count += 1
 
+    def close(self) -> None:
+        # Back to ignoring: hydra's notices go on while the other ranks exit, and Python resets the
+        # signals it handles to their default at shutdown -- SIGUSR1's default kills the process.
+        ignore_hydra_notices()
+
 
 class MPIMasterTransport:
     """The master's side: Isend to workers, Iprobe for their results."""
@@ -222,6 +227,7 @@ class MPIMasterTransport:
             self._reap()
             if self._sends:
                 backoff.sleep()
+        self._notices.close()
 
 
 class MPIWorkerEndpoint:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import os
 import shutil
+import socket
 import tempfile
 import time
 import traceback
@@ -18,6 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import qcengine
+from qcengine.exceptions import QCEngineException
+from qcengine.util import environ_context, handle_output_metadata
 from qcmanybody import ManyBodyCore
 from qcmanybody.models.v2 import ManyBodyInput
 
@@ -29,18 +33,79 @@ from .init import WorkerInit
 
 
 def prepare_qc_process(init: WorkerInit) -> None:
-    """Get a process ready to run QC tasks: the user's plugins imported, QCEngine configured.
-
-    QCEngine describes the node (cpuinfo, ~1 s) on its first configuration: that is paid here, at
-    start-up, not inside the first task's timing.
-    """
+    """Get a process ready to run QC tasks: the user's plugins imported."""
     import_plugins(init.plugins)
-    qcengine.config.get_config(task_config=_task_config(init.threads, init.memory_gib))
+
+
+def _this_node(task_config: dict[str, Any]) -> Any:
+    """QCEngine's description of this node: a site's (``qcengine.yaml``) if one matches, else the default.
+
+    QCEngine would find the same, but by describing the whole node first (``cpuinfo``, ~1 s per
+    process); with the cores and memory known from our TaskConfig that is not needed.
+    """
+    hostname = socket.gethostname()
+    for node in qcengine.config.NODE_DESCRIPTORS.values():
+        if fnmatch.fnmatch(hostname, node.hostname_pattern):
+            return node
+    return qcengine.config.NodeDescriptor(name="default", hostname_pattern="*", memory=task_config["memory"],
+                                          ncores=task_config["ncores"])
 
 
 def _task_config(threads: int, memory_gib: float) -> dict[str, Any]:
     # retries=0: QCEngine's own retries are for "random errors"; retrying is the scheduler's job.
     return {"ncores": threads, "memory": memory_gib, "retries": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramError:
+    """A QC program's failure, as QCEngine would have put it in a FailedOperation."""
+
+    kind: str
+    message: str
+
+
+class Programs:
+    """The QC programs' harnesses, called as ``qcengine.compute`` calls them, with one TaskConfig per worker.
+
+    ``qcengine.compute`` rebuilds the TaskConfig (a pydantic-settings model that re-reads the
+    environment: ~1.2 ms) and looks the program up again on every call; here both happen once. What
+    QCEngine does around the call is kept: ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to ``ncores``
+    while the program runs, its exceptions turned into a failure (kind = QCEngine's ``error_type``,
+    the message as QCEngine words it), and -- for the full AtomicResults kept with ``cluster_results:
+    all`` -- its provenance (wall time, host). QCEngine's own retries are off: retrying is the
+    scheduler's job.
+    """
+
+    def __init__(self, task_config: dict[str, Any]):
+        self.config = qcengine.config.get_config(hostname=_this_node(task_config), task_config=task_config)
+        self._harnesses: dict[str, Any] = {}
+
+    def harness(self, program: str) -> Any:
+        harness = self._harnesses.get(program)
+        if harness is None:
+            harness = self._harnesses[program] = qcengine.get_program(program)
+        return harness
+
+    def compute(self, atomic_input: Any, program: str, scratch: str) -> Any:
+        """The program's AtomicResult, or a :class:`ProgramError`."""
+        config = self.config.model_copy(update={"scratch_directory": scratch})
+        harness = self.harness(program)
+        try:
+            with environ_context(config=config):
+                result = harness.compute(atomic_input, config)
+        except QCEngineException as exc:
+            return ProgramError(exc.error_type, exc.error_message)
+        except Exception:
+            return ProgramError("unknown_error", "QCEngine Execution Error:\n" + traceback.format_exc())
+        if not result.success:  # a harness may return a FailedOperation itself
+            return ProgramError(result.error.error_type, result.error.error_message or "")
+        return result
+
+    def full_result(self, result: Any, started: float) -> Any:
+        """The AtomicResult with the provenance and output fields ``qcengine.compute`` would have added."""
+        metadata = {"stdout": None, "stderr": None, "success": True, "retries": 0, "error_extras": None,
+                    "wall_time": time.perf_counter() - started}
+        return handle_output_metadata(result, metadata, raise_error=False, return_dict=False)
 
 
 @dataclasses.dataclass
@@ -57,9 +122,11 @@ class WorkerContext:
     keep_scratch: bool = False
     _scratch: str | None = dataclasses.field(default=None, repr=False)
     fragments: FragmentBuilder = dataclasses.field(init=False, repr=False)
+    programs: Programs = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.fragments = FragmentBuilder(self.core)
+        self.programs = Programs(self.task_config)
 
     @classmethod
     def build(cls, mbi: ManyBodyInput, *, rank: int, threads: int, memory_gib: float,
@@ -68,7 +135,6 @@ class WorkerContext:
         core = computer.qcmb_core
         keep = keeps_cluster_results(mbi)
         task_config = _task_config(threads, memory_gib)
-        qcengine.config.get_config(task_config=task_config)  # at once if prepare_qc_process ran
         if scratch_dir:
             scratch_dir = os.path.expanduser(os.path.expandvars(scratch_dir))
             os.makedirs(scratch_dir, exist_ok=True)
@@ -132,7 +198,7 @@ def _empty(path: str) -> None:
 
 
 def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
-    """Build the fragment molecule, run QCEngine, and package the outcome (never raises)."""
+    """Build the fragment molecule, run the QC program, and package the outcome (never raises)."""
     start = time.perf_counter()
 
     def failure(kind: str, message: str, tb: str = "") -> ResultMessage:
@@ -145,16 +211,11 @@ def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
         molecule = ctx.fragments.molecule(task.real, task.basis)
         atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
         with task_scratch(ctx, task) as scratch:
-            task_config = {**ctx.task_config, "scratch_directory": scratch}
-            result = qcengine.compute(atomic_input, spec["program"], raise_error=False, task_config=task_config)
+            result = ctx.programs.compute(atomic_input, spec["program"], scratch)
     except Exception as exc:
         return failure("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-
-    if not result.success:
-        err = result.error
-        return failure(err.error_type, err.error_message.strip().splitlines()[-1] if err.error_message else "",
-                       err.error_message or "")
-
+    if isinstance(result, ProgramError):
+        return failure(result.kind, result.message.strip().splitlines()[-1] if result.message else "", result.message)
     props = result.properties
     return ResultMessage(
         task.task_id,
@@ -163,5 +224,6 @@ def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
         energy=props.return_energy,
         gradient=props.return_gradient,
         hessian=props.return_hessian,
-        atomic_result_json=result.model_dump_json() if ctx.keep_atomic_results else None,
+        atomic_result_json=ctx.programs.full_result(result, start).model_dump_json() if ctx.keep_atomic_results
+        else None,
     )

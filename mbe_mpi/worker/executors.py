@@ -36,7 +36,7 @@ class QCThread:
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)
         self.queue: collections.deque[TaskSpec] = collections.deque()
-        self.results: collections.deque[ResultMessage] = collections.deque()
+        self.results: collections.deque[tuple[int, ResultMessage]] = collections.deque()  # (job id, result)
         self.activity = threading.Event()  # set when a result is ready (wakes the owner's wait)
         self.busy = False
         self.job: JobMessage | None = None
@@ -44,9 +44,24 @@ class QCThread:
         self._thread = threading.Thread(target=self._loop, name="mbe_mpi-qc", daemon=True)
 
     def set_job(self, job: JobMessage) -> None:
-        """The expansion the tasks that follow belong to."""
+        """The expansion the tasks that follow belong to; what is queued of an earlier one is dropped.
+
+        A master sends a new JOB only when it is done with the previous expansion, so anything left
+        of that one was abandoned (the run was stopped or interrupted): its queued tasks go, and the
+        running one is stopped where that is possible (:meth:`cancel_running`).
+        """
         with self._lock:
-            self.job = job
+            previous, self.job = self.job, job
+            if previous is not None and previous.job_id != job.job_id:
+                self.queue.clear()
+                running = self.busy
+            else:
+                running = False
+        if running:
+            self.cancel_running()
+
+    def cancel_running(self) -> None:
+        """Stop the running task (a thread cannot be stopped: its result is dropped when it comes)."""
 
     def add(self, tasks: tuple[TaskSpec, ...]) -> None:
         with self._work:
@@ -87,7 +102,7 @@ class QCThread:
             result = self._run(job, task)
             with self._lock:
                 self.busy = False
-                self.results.append(result)
+                self.results.append((job.job_id if job is not None else 0, result))
             self.activity.set()
 
 

@@ -14,9 +14,11 @@ class WorkerInit:
 
     ``memory_gib`` is the QCEngine budget of each task; ``memory_limit_gib`` is enforced on the
     supervised QC child only when the user asked for a limit explicitly (the default share is a
-    budget, not a limit). ``child_start`` is how the first supervised QC child starts (``fork``
-    where that is safe, see :mod:`mbe_mpi.worker.supervise`); ``close_fds`` are descriptors a forked
-    child must close (its parent's link to the master, whose closing tells the master it is gone).
+    budget, not a limit). ``child_start`` is how the supervised QC child starts: ``fork`` (from this
+    worker, while it is single-threaded: the first child only; restarts spawn), or ``forkserver``
+    (this process's preloaded forkserver: first start and restarts in milliseconds); see
+    :mod:`mbe_mpi.worker.supervise`. ``close_fds`` are descriptors a forked child must close (its
+    parent's link to the master, whose closing tells the master it is gone).
     """
 
     isolate_tasks: bool

@@ -51,13 +51,20 @@ class _Serving:
         self.last_sent = time.monotonic()
 
     def _on_job(self, message: JobMessage) -> None:
+        if self.unsent:  # results of the previous expansion go out before it changes
+            self.send(ResultBatch(tuple(self.unsent), self.job_id))
+            self.unsent = []
         self.qc.set_job(message)
 
     def _on_tasks(self, message: TaskMessage) -> None:
         self.qc.add(message.tasks)
 
     def _on_steal(self, message: StealMessage) -> None:
-        self.send(StolenMessage(self.endpoint.rank, self.qc.take_back(message.count)))
+        self.send(StolenMessage(self.endpoint.rank, self.qc.take_back(message.count), self.job_id))
+
+    @property
+    def job_id(self) -> int:
+        return self.qc.job.job_id if self.qc.job is not None else 0
 
     def _on_shutdown(self, message: ShutdownMessage) -> None:
         self.send(GoodbyeMessage(self.endpoint.rank))  # our last message: see GoodbyeMessage
@@ -79,7 +86,9 @@ class _Serving:
         active = False
         while self.qc.results:
             active = True
-            result = self.qc.results.popleft()
+            job_id, result = self.qc.results.popleft()
+            if job_id != self.job_id:
+                continue  # a task of an expansion the master has given up on
             if not result.ok:
                 logger.info("task %s failed on rank %d: %s", result.error.label, self.endpoint.rank,
                             result.error.message)
@@ -88,7 +97,7 @@ class _Serving:
             self.unsent.append(result)
         if self.unsent and should_flush(len(self.unsent), self.unsent[-1].wall_time,
                                         time.perf_counter() - self.first_unsent, not self.qc.queue):
-            self.send(ResultBatch(tuple(self.unsent)))
+            self.send(ResultBatch(tuple(self.unsent), self.job_id))
             self.unsent = []
         return active
 

@@ -111,21 +111,30 @@ class QCChild(QCThread):
         self.rank = rank
         self._init = init
         self._timeout = init.task_timeout
-        self._context = multiprocessing.get_context("spawn")
+        # restarts happen while the supervisor thread runs, and forking a threaded process is unsafe: they
+        # use the forkserver where there is one (under MPI), else spawn
+        self._context = multiprocessing.get_context("forkserver" if init.child_start == "forkserver" else "spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._startup_error: ResultMessage | None = None
         self._child_job: int | None = None  # the JOB the child has been sent
+        self._cancelled = False
         self.restarts = 0
-        # The first child may be forked (the local transport: no MPI in this process, and only one
-        # thread yet), which saves a second interpreter start-up; restarts happen while the
-        # supervisor thread runs, and forking a threaded process is unsafe, so they always spawn.
+        # The first child may be forked from this worker (local workers: no MPI in this process, and
+        # only one thread yet), which saves an interpreter start-up.
         self._start_child(multiprocessing.get_context(init.child_start))
 
     def wait_started(self) -> None:
         """Wait until the child can take tasks (the worker reports READY only then), then supervise."""
         self._await_ready()
         super().wait_started()
+
+    def cancel_running(self) -> None:
+        """The running task belongs to an abandoned expansion: kill the child (a new one is started)."""
+        self._cancelled = True
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
 
     def stop(self) -> None:
         super().stop()
@@ -217,6 +226,7 @@ class QCChild(QCThread):
         """The child's answer, or (kind, message) when it crashed, overran task_timeout or we stop."""
         # the clock starts when the child has the task (a restarted child may take seconds to start)
         deadline = time.perf_counter() + self._timeout if self._timeout else float("inf")
+        self._cancelled = False
         while True:
             now = time.perf_counter()
             if self._conn.poll(max(0.0, min(0.1, deadline - now))):
@@ -228,6 +238,8 @@ class QCChild(QCThread):
                 self._proc.join(timeout=5)
                 exitcode = self._proc.exitcode
                 self._kill_child()
+                if self._cancelled:
+                    return "stopped", "the task's expansion was abandoned"
                 self.restarts += 1
                 return "crash", f"the QC program crashed: {_death(exitcode)}"
             if time.perf_counter() > deadline:

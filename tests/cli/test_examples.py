@@ -135,3 +135,20 @@ def test_mp2_cp_example_runs_from_inside_examples(tmp_path):
     assert proc.returncode == 0, proc.stderr
     _check_summary(proc.stdout, "cp", 3)
     assert_same_result(ManyBodyResult.model_validate_json(out.read_text()), sequential_reference(mbi))
+
+
+@pytest.mark.parametrize("script, args, expected", [
+    ("ase_optimize_water6.py", ["--steps", "3"], "not converged: E = "),
+    ("ase_md_water3.py", ["--steps", "5"], "step   5  E_pot"),
+])
+def test_ase_examples_run_as_they_are(script, args, expected, tmp_path):
+    """The ASE examples (an optimisation on a session, a short MD) run from any folder."""
+    pytest.importorskip("ase")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+    assert "Traceback" not in proc.stderr

@@ -87,7 +87,9 @@ def test_local_worker_killed_from_outside_is_replaced_by_the_others(tmp_path):
     while not checkpoint.exists() or _journaled(checkpoint) < 4:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
-    workers = [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    # the workers are forked by the master's forkserver
+    workers = [worker for server in psutil.Process(proc.pid).children() if "forkserver" in " ".join(server.cmdline())
+               for worker in server.children()]
     assert len(workers) == 2
     os.kill(workers[0].pid, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)

@@ -89,8 +89,9 @@ def test_killed_qc_child_of_a_rank_is_a_failed_task_retried(tmp_path):
     proc, out, checkpoint = _launch(tmp_path, {"isolate_tasks": True, "retry_backoff": 0.1})
     _wait_for_results(proc, checkpoint, 20)
     rank2 = _rank_process(psutil.Process(proc.pid), 2)
-    # the supervised QC process (spawned; multiprocessing's resource tracker is another child)
-    children = [c for c in rank2.children() if "spawn_main" in " ".join(c.cmdline())]
+    # the supervised QC process is forked by the rank's forkserver (the resource tracker is another child)
+    children = [qc for server in rank2.children() if "forkserver" in " ".join(server.cmdline())
+                for qc in server.children()]
     assert len(children) == 1, rank2.children()
     children[0].kill()
     result, stderr = _finish(proc, out)

@@ -225,3 +225,18 @@ def test_gantt_chart_without_matplotlib_says_how_to_install_it(tmp_path, monkeyp
         gantt_chart([TaskTiming(0, 1, 1, 0.0, 0.0, 1.0)], tmp_path / "g.png")
     assert "pip install matplotlib" in MATPLOTLIB_MISSING
     assert not (tmp_path / "g.png").exists()
+
+
+def test_unit_factors_written_out_equal_qcelementals():
+    from qcelemental import constants
+
+    from mbe_mpi import units
+    from mbe_mpi.inputs.molecule import ANGSTROM_TO_BOHR
+    from mbe_mpi.inputs.validate import BOHR_TO_ANGSTROM
+    from mbe_mpi.report.summary import HARTREE_TO_KCAL
+
+    assert HARTREE_TO_KCAL == constants.conversion_factor("hartree", "kcal/mol")
+    assert ANGSTROM_TO_BOHR == constants.conversion_factor("angstrom", "bohr")
+    assert BOHR_TO_ANGSTROM == constants.conversion_factor("bohr", "angstrom")
+    assert units.HARTREE_TO_KCAL == constants.conversion_factor("hartree", "kcal/mol")
+    assert units.BOHR_TO_ANGSTROM == constants.conversion_factor("bohr", "angstrom")

@@ -153,7 +153,7 @@ def test_supervised_child_runs_tasks_exactly_and_survives_a_crash(start, tmp_pat
         qc.activity.wait(0.1)
         qc.activity.clear()
     qc.stop()
-    results = {r.task_id: r for r in qc.results}
+    results = {r.task_id: r for _, r in qc.results}
     assert len(results) == len(specs)
     crashed = [r for r in results.values() if not r.ok]
     assert len(crashed) == 3  # the three dimers in the trimer's basis (counterpoise)
@@ -176,5 +176,5 @@ def test_supervised_child_kills_a_task_past_its_timeout():
     while not qc.results and time.monotonic() - started < 60:
         qc.activity.wait(0.1)
     qc.stop()
-    (result,) = qc.results
+    ((_, result),) = qc.results
     assert result.error.kind == "timeout" and time.monotonic() - started < 20

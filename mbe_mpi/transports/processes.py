@@ -1,0 +1,65 @@
+"""Starting worker and QC processes fast, and safely: a forkserver with the heavy modules preloaded.
+
+A fresh interpreter that imports QCEngine, QCManyBody and a QC program takes seconds; a fork of a
+process that has imported them takes milliseconds. Forking an arbitrary process is not safe (its
+threads, locks, OpenMP pools and MPI state would be copied half-way), but multiprocessing's
+*forkserver* is a process made for it: a fresh interpreter (spawned, so it inherits no MPI state and
+no file descriptors but its own), single-threaded, that imports the preload modules and then only
+forks. Its children start with everything imported and run nothing they did not start themselves.
+
+OpenMP runtimes and BLAS read their thread count once, when they are loaded: the forkserver is
+started with the thread variables set to ``threads_per_task``, and a process whose forkserver
+already runs with another thread count starts processes with ``spawn`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+# multiprocessing keeps one forkserver per process (module state of its own); this records the
+# thread count ours was started with, so that a later pool with another count does not use it
+_forkserver_threads: int | None = None
+
+
+@contextlib.contextmanager
+def thread_environment(threads: int) -> Iterator[None]:
+    """Set thread-count variables while children start, so their OpenMP/BLAS pools are sized right."""
+    saved = {name: os.environ.get(name) for name in _THREAD_VARIABLES}
+    os.environ.update({name: str(threads) for name in _THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def forkserver_context(threads: int, preload: Sequence[str]) -> Any:
+    """A multiprocessing context whose processes fork from a preloaded forkserver (started here, once).
+
+    Falls back to ``spawn`` if this process's forkserver was started with another thread count.
+    """
+    global _forkserver_threads
+    if _forkserver_threads is not None and _forkserver_threads != threads:
+        logger.debug("forkserver runs with %d threads, not %d: starting processes with spawn",
+                     _forkserver_threads, threads)
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    if _forkserver_threads is None:
+        context.set_forkserver_preload(list(preload))
+        with thread_environment(threads):
+            multiprocessing.forkserver.ensure_running()
+        _forkserver_threads = threads
+    return context
