@@ -135,3 +135,38 @@ def assert_truncated(result, mbi, reference, kept: set[tuple], tol: float, props
                 np.testing.assert_allclose(np.ravel(got[key]), np.ravel(want), rtol=0, atol=tol, err_msg=key)
                 compared += 1
     return compared
+
+
+def truncated_total(mbi, reference, kept: set[tuple], treatment: str, through: int, prop: str = "energy"):
+    """The total property through ``through`` bodies of the truncated expansion (monomers' increments included).
+
+    That is QCManyBody's total for nocp (for cp and vmfc its totals add the monomers differently).
+    """
+    monomers = [nmer for nmer in kept if len(nmer) == 1]
+    total = truncated_interaction(mbi, reference, kept, treatment, through, prop)
+    models = level_models(mbi)
+    nfrag = len(mbi.molecule.fragments)
+    for nmer in sorted(monomers):
+        total = total + nmer_increment(reference, models[1], treatment, nmer, nfrag, prop)
+    return total
+
+
+def left_out(mbi, cheap, within: set[tuple], kept: set[tuple], level: int, cheap_mc: str = "(auto)") -> float:
+    """The cheap estimate of what screening left out at ``level``: the sum of the cheap increments of the
+    n-mers within the distance cutoffs that the requested expansion did not compute."""
+    nfrag = len(mbi.molecule.fragments)
+    first = mbi.specification.keywords.bsse_type[0].value
+    skipped = sorted(nmer for nmer in within - kept if len(nmer) == level)
+    return sum(nmer_increment(cheap, cheap_mc, first, nmer, nfrag) for nmer in skipped)
+
+
+def cheap_input(mbi, program: str, method: str, keywords: dict | None = None):
+    """The prescreen's expansion as a QCManyBody user would write it: same molecule and levels, energies,
+    the first BSSE treatment only."""
+    from qcmanybody.models.v2 import ManyBodyInput
+
+    first = mbi.specification.keywords.bsse_type[0].value
+    spec = {"program": program, "driver": "energy", "model": {"method": method, "basis": None},
+            "keywords": keywords or {}}
+    return ManyBodyInput(specification={"driver": "energy", "specification": spec, "keywords": {
+        "bsse_type": [first], "max_nbody": max(level_models(mbi))}}, molecule=mbi.molecule)
