@@ -18,7 +18,7 @@ from qcmanybody.models.v2 import ManyBodyResult
 import mbe_mpi
 
 from .. import truncated
-from ..conftest import cluster_molecule, manybody_input, sequential_reference
+from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
 from .helpers import run_cli
 from .test_restart import _journaled, _start, _wait_for_results
 
@@ -200,12 +200,15 @@ def test_a_session_runs_screened_and_full_expansions_and_ase_takes_screening_in_
     with mbe_mpi.Session(n_workers=2) as session:
         screened = session.compute(synthetic, screening=screening)
         full = session.compute(synthetic)
+        nothing_skipped = session.compute(synthetic, screening={"distance": {2: 100.0}, "energy": {3: 0.0}})
         atoms = water_atoms(5)
         atoms.calc = ManyBodyCalculator(template, session=session)
         forces, energy = atoms.get_forces(), atoms.get_potential_energy()
     reference = sequential_reference(synthetic)
     _check(screened, synthetic, reference, truncated.kept_nmers(synthetic, reference, screening["distance"]))
-    assert full.properties.calcinfo_nmbe == len(reference.cluster_properties)
+    assert_same_result(full, reference)
+    assert_same_result(nothing_skipped, reference)  # rules that skip nothing: bit for bit QCManyBody's
+    assert nothing_skipped.extras["mbe_mpi"]["screening"]["tasks"]["computed"] == len(reference.cluster_properties)
     # the calculator's numbers are the screened nocp total energy and its gradient, through 3 bodies
     data = atoms.calc.manybody_input(atoms, "gradient")
     mbi, _ = parse_input({key: value for key, value in data.items() if key != "screening"})
