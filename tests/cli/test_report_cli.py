@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -112,7 +113,8 @@ def test_gantt_with_a_broken_matplotlib_keeps_the_results_and_exits_2(tmp_path):
     (fake / "__init__.py").write_text("raise ImportError('this matplotlib is broken')\n")
     case = _synthetic_case(tmp_path, n_waters=3, max_nbody=2, seconds=0.0)
     proc = run_cli([str(case), "-o", str(tmp_path / "out.json"), "--n-workers", "2", "--no-progress",
-                    "--report", "r.json", "--gantt", "g.png"], cwd=tmp_path, env={"PYTHONPATH": str(fake.parent)})
+                    "--report", "r.json", "--gantt", "g.png"], cwd=tmp_path,
+                   env={"PYTHONPATH": os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])})
     assert proc.returncode == 2, proc.stderr
     assert "pip install matplotlib" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "out.json").exists() and (tmp_path / "r.json").exists()
