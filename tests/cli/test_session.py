@@ -6,16 +6,20 @@ Every result is compared with QCManyBody's sequential computer run in the same t
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import qcengine
+from qcmanybody.models.v2 import ManyBodyResult
 
 import mbe_mpi
 from mbe_mpi.errors import InputError, TaskFailedError
 
-from ..conftest import DATA, assert_same_result, cluster_molecule, manybody_input, sequential_reference
-from .helpers import WORKER_EXIT_PLUGIN
+from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
+from .helpers import REPO, WORKER_EXIT_PLUGIN
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,18 +68,35 @@ def test_a_failed_task_and_a_bad_input_leave_the_session_usable(tmp_path):
     assert_same_result(result, sequential_reference(good))
 
 
-def test_a_lost_worker_then_a_good_call(monkeypatch):
-    monkeypatch.setenv("MBE_MPI_TEST_WORKER_EXIT", "1:3")  # worker 1 exits after its third result
-    monkeypatch.setenv("PYTHONPATH", WORKER_EXIT_PLUGIN["PYTHONPATH"])
-    monkeypatch.syspath_prepend(str(DATA / "plugins"))
-    first, second = _synthetic({"seconds": 0.02}, waters=5), _synthetic(waters=4, driver="gradient")
+_LOST_WORKER_SCRIPT = """
+import sys
+import mbe_mpi
+from tests.cli.test_session import _synthetic
+
+if __name__ == "__main__":
     with mbe_mpi.Session(n_workers=2, plugins=["worker_exit"]) as session:
-        lost = session.compute(first)
-        after = session.compute(second)
+        lost = session.compute(_synthetic({"seconds": 0.02}, waters=5))
+        after = session.compute(_synthetic(waters=4, driver="gradient"))
+    print(lost.model_dump_json())
+    print(after.model_dump_json())
+"""
+
+
+def test_a_lost_worker_then_a_good_call(tmp_path):
+    """In a fresh interpreter: workers fork from the process's one forkserver, whose environment is
+    the one it started with (the fault setting must be there from the start)."""
+    script = tmp_path / "lost_worker.py"
+    script.write_text(_LOST_WORKER_SCRIPT)
+    path = os.pathsep.join([str(REPO), WORKER_EXIT_PLUGIN["PYTHONPATH"]])
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env={**os.environ, **WORKER_EXIT_PLUGIN, "PYTHONPATH": path,
+                               "MBE_MPI_TEST_WORKER_EXIT": "1:3"})  # worker 1 exits after its third result
+    assert proc.returncode == 0, proc.stderr
+    lost, after = (ManyBodyResult.model_validate_json(line) for line in proc.stdout.strip().splitlines()[-2:])
     assert lost.extras["mbe_mpi"]["lost_workers"] == [1]
     assert after.extras["mbe_mpi"]["lost_workers"] == [] and after.extras["mbe_mpi"]["n_workers"] == 2
     assert_same_result(lost, sequential_reference(_synthetic(waters=5)))
-    assert_same_result(after, sequential_reference(second))
+    assert_same_result(after, sequential_reference(_synthetic(waters=4, driver="gradient")))
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
