@@ -18,16 +18,20 @@ from .run import input_preparer, run
 def compute(
     manybody_input: ManyBodyInput | Mapping[str, Any],
     n_workers: int | None = None,
+    *,
+    screening: Mapping[str, Any] | None = None,
     **execution_options: Any,
 ) -> ManyBodyResult | None:
     """Run a many-body expansion in parallel; the result equals QCManyBody's sequential computer.
 
     ``execution_options`` are those of an input file's ``execution`` section (``threads_per_task``,
-    ``memory_per_task`` in GiB, ``plugins``). Raises :class:`~mbe_mpi.errors.InputError` for a bad
-    input (on every rank under MPI) and :class:`~mbe_mpi.errors.TaskFailedError` when a QC task fails.
-    It is a session of one expansion: workers start, compute it, and end.
+    ``memory_per_task`` in GiB, ``plugins``). ``screening`` is an input file's ``screening``
+    section (distance cutoffs, energy thresholds, a prescreen; docs/screening.md): the result is
+    then the truncated expansion those rules define. Raises :class:`~mbe_mpi.errors.InputError` for
+    a bad input (on every rank under MPI) and :class:`~mbe_mpi.errors.TaskFailedError` when a QC
+    task fails. It is a session of one expansion: workers start, compute it, and end.
     """
-    outcome = run(input_preparer(manybody_input, {**execution_options, "n_workers": n_workers}))
+    outcome = run(input_preparer(manybody_input, {**execution_options, "n_workers": n_workers}, screening=screening))
     return None if outcome is None else outcome.result
 
 

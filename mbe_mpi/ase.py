@@ -14,8 +14,12 @@ keeps the workers up across the evaluations, so each step pays only its QC work:
 
 ``template`` is the friendly input format (see ``mbe_mpi.inputs``) without coordinates: fragments
 (``atoms_per_fragment`` or index lists), charges and multiplicities, ``model`` or ``levels``,
-``bsse``, ``max_nbody``. The Atoms supply symbols and positions (Angstrom). Energies are total
-energies of the first BSSE treatment, in eV; forces in eV/Angstrom (ASE's units).
+``bsse``, ``max_nbody``, and optionally ``screening`` (docs/screening.md). The Atoms supply symbols
+and positions (Angstrom). Energies are total energies of the first BSSE treatment, in eV; forces in
+eV/Angstrom (ASE's units). A screened expansion is decided anew at every geometry: where an n-mer
+crosses a cutoff or threshold, the energy jumps by that n-mer's increment (forces stay those of the
+expansion at that geometry), which optimisers and MD integrators do not expect -- keep cutoffs well
+away from the distances the run will see, or screen by distance only with a margin.
 """
 
 from __future__ import annotations

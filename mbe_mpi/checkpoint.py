@@ -222,6 +222,7 @@ class Journal:
         self.from_cache = 0
         self.failure: str | None = None  # why the checkpoint could not be written
         self.unsaved: list[tuple[str, str, ResultMessage]] = []
+        self.sources: dict[int, str] = {}  # task index -> "checkpoint" or "cache", for what reusable() found
         checkpoint = os.path.expanduser(os.path.expandvars(checkpoint)) if checkpoint else None
         cache_dir = os.path.expanduser(os.path.expandvars(cache_dir)) if cache_dir else None
         if checkpoint:
@@ -251,6 +252,26 @@ class Journal:
         except BaseException:
             self.lock.release()
             raise
+
+    def beside(self, plan: Plan) -> Journal:
+        """A journal of another expansion of the same run (a prescreen's), in the same checkpoint and cache.
+
+        It shares this journal's open stores and is not closed itself: this one closes (or, once
+        the run has completed, removes) them.
+        """
+        other = Journal.__new__(Journal)
+        other.plan = plan
+        other.checkpoint = self.checkpoint
+        other.cache = self.cache
+        other.lock = None  # this journal's lock covers both
+        other.hasher = TaskHasher(plan) if (self.checkpoint is not None or self.cache is not None) else None
+        other.hashes = []
+        other.from_checkpoint = 0
+        other.from_cache = 0
+        other.failure = None
+        other.unsaved = []
+        other.sources = {}
+        return other
 
     def reusable(self) -> dict[int, ResultMessage]:
         """Results already on disk, by task index: checkpoint first, then cache.
@@ -283,8 +304,10 @@ class Journal:
                 reused[task.index] = dataclasses.replace(message, task_id=task.index)
                 if self.hashes[task.index] in from_checkpoint:
                     self.from_checkpoint += 1
+                    self.sources[task.index] = "checkpoint"
                 else:
                     self.from_cache += 1
+                    self.sources[task.index] = "cache"
         return reused
 
     @staticmethod

@@ -6,6 +6,11 @@ wall time and parallel efficiency -- without running any QC. Expected seconds co
 program when it states them (the ``synthetic`` program) or from ``--seconds-per-unit`` times the
 plan's relative cost estimate; without either, costs are shown in relative units and only the
 efficiency is predicted.
+
+A screened input (``screening``) is forecast as screened: distance cutoffs are known before any QC,
+so the counts and times are those of the n-mers within them; energy rules and a prescreen decide
+during the run, so for the requested model chemistry that is the most the run can compute; a
+prescreen's own (cheap) expansion is forecast beside it.
 """
 
 from __future__ import annotations
@@ -18,18 +23,21 @@ from collections.abc import Callable
 
 from .costs import program_estimates
 from .plan import Plan, Task, build_plan
+from .report import format_screening
 from .scheduling import SchedulePolicy
 from .scheduling.simulate import SimulationResult, simulate
+from .screened import Prescreen
+from .screening import ScreenedExpansion, screening_of
 
 #: What each task costs besides the QC program itself: building the fragment molecule and QCEngine's
 #: own set-up (~1-3 ms measured on a 2-core VM); added to every task's expected duration.
 TASK_OVERHEAD_SECONDS = 0.003
 
 
-def _durations(plan: Plan, seconds_per_unit: float | None) -> tuple[Callable[[Task], float], bool]:
+def _durations(plan: Plan, seconds_per_unit: float | None, tasks: list[Task]) -> tuple[Callable[[Task], float], bool]:
     """Task duration function, and whether it is in seconds (else relative units)."""
     absolute = program_estimates(plan)
-    if plan.tasks and all(absolute(task) is not None for task in plan.tasks):
+    if tasks and all(absolute(task) is not None for task in tasks):
         return absolute, True
     if seconds_per_unit:
         return (lambda task: task.cost * seconds_per_unit), True
@@ -48,11 +56,15 @@ def _fmt(value: float, seconds: bool) -> str:
 
 def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
              policy: SchedulePolicy | None = None, latency: float = 50e-6,
-             master_seconds: float = 20e-6,
-             per_task_overhead: float = TASK_OVERHEAD_SECONDS) -> tuple[str, dict[str, SimulationResult]]:
-    """The plan report text, and the simulations behind it (with and without the level barrier)."""
+             master_seconds: float = 20e-6, per_task_overhead: float = TASK_OVERHEAD_SECONDS,
+             tasks: list[Task] | None = None) -> tuple[str, dict[str, SimulationResult]]:
+    """The plan report text, and the simulations behind it (with and without the level barrier).
+
+    ``tasks`` (default: all of the plan) are the ones the run computes (a screened run's).
+    """
     policy = policy or SchedulePolicy()
-    duration, in_seconds = _durations(plan, seconds_per_unit)
+    tasks = plan.tasks if tasks is None else tasks
+    duration, in_seconds = _durations(plan, seconds_per_unit, tasks)
     if per_task_overhead and in_seconds:
         base = duration
         duration = lambda task: base(task) + per_task_overhead  # noqa: E731
@@ -60,19 +72,19 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     durations = [duration(task) for task in plan.tasks]  # by Task.index
     duration = lambda task: durations[task.index]  # noqa: E731
     workers = max(1, ranks - 1)
-    by_level = plan.by_level()
+    by_level = plan.by_level(tasks)
     mcs = plan.model_chemistries
-    lines = [f"{len(plan.tasks)} QC tasks in {len(by_level)} levels; predicted for {ranks} ranks "
+    lines = [f"{len(tasks)} QC tasks in {len(by_level)} levels; predicted for {ranks} ranks "
              f"({workers} workers; rank 0 is the master)", ""]
     lines.append(f"  {'level':>5}  {'model chemistry':<28} {'tasks':>9} {'expected cost':>16}")
-    for level, tasks in by_level.items():
+    for level, level_tasks in by_level.items():
         for mc_index, mc in enumerate(mcs):
-            mine = [t for t in tasks if t.mc_index == mc_index]
+            mine = [t for t in level_tasks if t.mc_index == mc_index]
             if mine:
                 cost = sum(duration(t) for t in mine)
                 lines.append(f"  {level:>5}  {mc:<28} {len(mine):>9} {_fmt(cost, in_seconds):>16}")
-    total = sum(duration(t) for t in plan.tasks)
-    lines.append(f"  {'all':>5}  {'':<28} {len(plan.tasks):>9} {_fmt(total, in_seconds):>16}")
+    total = sum(duration(t) for t in tasks)
+    lines.append(f"  {'all':>5}  {'':<28} {len(tasks):>9} {_fmt(total, in_seconds):>16}")
     lines.append("")
     results = {}
     for name, variant in (("level barrier", dataclasses.replace(policy, level_barrier=True)), ("no level barrier",
@@ -114,6 +126,30 @@ def main(argv: list[str]) -> int:
 
     ranks = args.ranks or (options.n_workers or usable_cores()) + 1
     policy = SchedulePolicy.from_options(options)
-    text, _ = forecast(build_plan(mbi), ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
-    print(f"Plan for {args.input}: " + text)
+    plan = build_plan(mbi)
+    rules = screening_of(mbi)
+    if rules is None:
+        text, _ = forecast(plan, ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
+        print(f"Plan for {args.input}: " + text)
+        return 0
+    print(f"Plan for {args.input} (screened): " + screened_forecast(mbi, plan, rules, ranks, args.seconds_per_unit,
+                                                                     policy))
     return 0
+
+
+def screened_forecast(mbi, plan: Plan, rules, ranks: int, seconds_per_unit: float | None,
+                      policy: SchedulePolicy) -> str:
+    """The forecast of a screened input: the n-mers within the distance cutoffs, and a prescreen's expansion."""
+    expansion = ScreenedExpansion(plan, rules, energy_rules=False)
+    expansion.decide_all()
+    tasks = expansion.needed()
+    text, _ = forecast(plan, ranks, seconds_per_unit=seconds_per_unit, policy=policy, tasks=tasks)
+    lines = [text, "", *format_screening({**expansion.report(), "rules": rules.to_dict()})]
+    if rules.energy or rules.prescreen:
+        lines.append("  (distance cutoffs only: energy rules and the prescreen decide during the run, so these "
+                     "counts and times are the most it can take)")
+    if rules.prescreen is not None:
+        cheap = Prescreen.of(mbi, plan, rules)
+        cheap_text, _ = forecast(cheap.plan, ranks, policy=policy, tasks=cheap.expansion.needed())
+        lines += ["", f"Prescreen {rules.prescreen.name} ({cheap.expansion.first}), computed first: " + cheap_text]
+    return "\n".join(lines)

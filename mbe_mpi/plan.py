@@ -41,7 +41,10 @@ class Task:
     """One QC calculation: a model chemistry on real fragments in the basis of basis fragments.
 
     Fragments are 1-based as in QCManyBody labels. ``mc_index`` points into ``Plan.model_chemistries``
-    so that a TASK message carries a small integer, not a string.
+    so that a TASK message carries a small integer, not a string. ``dispatch`` (0: the task's own
+    level) is the level a screened run hands the task out with: a vmfc task such as (1)@(1, 2)
+    belongs to the dimer whose increment needs it, so it must wait until that dimer is kept
+    (:mod:`mbe_mpi.screening`).
     """
 
     index: int
@@ -49,11 +52,17 @@ class Task:
     real: tuple[int, ...]
     basis: tuple[int, ...]
     cost: float
+    dispatch: int = 0
 
     @property
     def level(self) -> int:
         """The n-body level: the number of real fragments (supersystem: all fragments, hence last)."""
         return len(self.real)
+
+    @property
+    def dispatch_level(self) -> int:
+        """The level the scheduler hands this task out with (its own level unless screening says otherwise)."""
+        return self.dispatch or len(self.real)
 
 
 @dataclasses.dataclass
@@ -72,12 +81,16 @@ class Plan:
         return task_label(self.model_chemistries, task)
 
     def by_level(self, tasks: Sequence[Task] | None = None) -> dict[int, list[Task]]:
-        """Tasks (default: all) grouped by n-body level (ascending), each group largest expected cost first."""
+        """Tasks (default: all) grouped by the level they are handed out with (ascending), largest expected cost first.
+
+        That is the n-body level, except for tasks a screened run hands out with the n-mer that needs
+        them (``Task.dispatch_level``).
+        """
         return group_by_level(self.tasks if tasks is None else tasks)
 
 
 def group_by_level(tasks: Iterable[Task]) -> dict[int, list[Task]]:
-    """Tasks grouped by level (ascending), each group ordered by (-cost, index).
+    """Tasks grouped by dispatch level (ascending), each group ordered by (-cost, index).
 
     Tasks in index order (``Plan.tasks`` or any subset of it) need only a stable sort by cost,
     descending -- ``reverse=True`` keeps equal costs in their original order -- which is several
@@ -88,7 +101,7 @@ def group_by_level(tasks: Iterable[Task]) -> dict[int, list[Task]]:
         tasks.sort(key=_INDEX)
     groups: dict[int, list[Task]] = {}
     for task in tasks:
-        level = len(task.real)
+        level = task.dispatch_level
         group = groups.get(level)
         if group is None:
             group = groups[level] = []

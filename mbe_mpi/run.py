@@ -27,13 +27,15 @@ from .checkpoint import Journal
 from .costs import CostModel, program_estimates
 from .errors import EXIT_INTERNAL_ERROR, EXIT_STOPPED, InputError, RunStopped, TaskFailedError, WriteFailed, describe
 from .harnesses import import_plugins, preload_modules
-from .inputs import parse_input, validate_manybody_input
+from .inputs import attach_screening, parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
 from .options import ExecutionOptions, default_memory_per_task, usable_cores
 from .plan import Plan, Task, build_plan
 from .protocol import JobMessage, ResultMessage
 from .report import Progress, TaskTiming, timing_report
 from .scheduling import SchedulePolicy
+from .screened import EnergyRecorder, ScreenedRun
+from .screening import screening_of, with_screening
 from .signals import StopSignals, stop_signals
 from .transports import MasterTransport, launched_by_hydra, launched_by_mpi
 from .worker import WorkerInit, worker_main
@@ -57,9 +59,13 @@ class RunStats:
     from_cache: int
     timing: dict[str, Any]
     lost_workers: list[int] = dataclasses.field(default_factory=list)
+    screening: dict[str, Any] | None = None  # a screened run's report (mbe_mpi.screened.ScreenedRun.report)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        stats = dataclasses.asdict(self)
+        if stats["screening"] is None:
+            del stats["screening"]
+        return stats
 
 
 @dataclasses.dataclass
@@ -83,7 +89,12 @@ def release(outcome: Outcome) -> None:
 
 @dataclasses.dataclass
 class MasterSetup:
-    """Rank 0's view of a run once the input is validated: plan, journal and reusable results."""
+    """Rank 0's view of a run once the input is validated: plan, journal and reusable results.
+
+    ``screened`` is set when the input has screening rules (:mod:`mbe_mpi.screened`); its
+    checkpoint then belongs to the input without them, so a run with changed thresholds resumes
+    from it too (results are reused by content hash, never by position).
+    """
 
     mbi: ManyBodyInput
     input_json: str
@@ -91,28 +102,80 @@ class MasterSetup:
     plan: Plan
     journal: Journal
     reused: dict[int, ResultMessage]
+    screened: ScreenedRun | None = None
 
     @classmethod
     def prepare(cls, prepare: Prepare) -> MasterSetup:
         mbi, options = prepare()
         plan = build_plan(mbi)
         input_json = mbi.model_dump_json()
+        rules = screening_of(mbi)
+        identity = with_screening(mbi, None).model_dump_json() if rules is not None else input_json
         checkpoint = options.checkpoint if isinstance(options.checkpoint, str) else None
-        journal = Journal(plan, input_json, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
+        journal = Journal(plan, identity, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
         reused = journal.reusable()
-        if journal.from_checkpoint:
-            logger.warning("resuming from checkpoint %s: %d of %d QC results are done already",
-                           checkpoint, journal.from_checkpoint, len(plan.tasks))
-        if journal.from_cache:
-            logger.info("%d QC results found in the cache %s", journal.from_cache, options.cache_dir)
-        return cls(mbi, input_json, options, plan, journal, reused)
+        _log_reuse(journal, "QC results", checkpoint, options.cache_dir)
+        screened = ScreenedRun(mbi, plan, rules, reused) if rules is not None else None
+        if screened is not None and screened.prescreen is not None:
+            cheap = journal.beside(screened.prescreen.plan)
+            screened.prescreen.reuse(cheap.reusable())
+            _log_reuse(cheap, "prescreen results", checkpoint, options.cache_dir)
+        return cls(mbi, input_json, options, plan, journal, reused, screened)
 
     @property
     def todo(self) -> list[Task]:
-        return [task for task in self.plan.tasks if task.index not in self.reused]
+        """The tasks to compute (screened: the most, if energy rules skip nothing more)."""
+        tasks = self.plan.tasks if self.screened is None or self.screened.expansion is None \
+            else self.screened.upper_bound()
+        return [task for task in tasks if task.index not in self.reused]
 
     def job(self, job_id: int = 1) -> JobMessage:
         return JobMessage(job_id, self.input_json, self.plan.model_chemistries)
+
+    @property
+    def count_text(self) -> str:
+        """How many tasks the run computes, as the log says it (a screened run knows only the most)."""
+        return f"{len(self.todo)}" if self.screened is None else f"at most {len(self.todo)} (screened)"
+
+    @property
+    def shown(self) -> list[Task]:
+        """What progress counts: every task, or the most a screened expansion may compute."""
+        return self.plan.tasks if self.screened is None else self.screened.upper_bound()
+
+    def schedule(self, progress: Progress | None) -> dict[str, Any]:
+        """The master's ``tasks``, or a screened expansion's ``levels`` (whose decisions ``progress`` hears of)."""
+        if self.screened is None:
+            return {"tasks": self.todo}
+        return {"levels": self.screened.levels(progress.withdraw if progress is not None else None)}
+
+    def recorders(self) -> list[RunObserver]:
+        """Observers the expansion itself needs: a screened one takes in energies to decide its levels."""
+        return [] if self.screened is None else [EnergyRecorder(self.screened.expansion)]
+
+    def reused_counts(self) -> tuple[int, int]:
+        """(from the checkpoint, from the cache) of the results the assembly used.
+
+        A screened run uses only what its kept n-mers need of what it found on disk.
+        """
+        if self.screened is None:
+            return self.journal.from_checkpoint, self.journal.from_cache
+        sources = [self.journal.sources.get(task.index) for task in self.screened.expansion.needed()]
+        return sources.count("checkpoint"), sources.count("cache")
+
+    def assemble(self, computed: Mapping[int, ResultMessage]) -> ManyBodyResult:
+        """QCManyBody's result from what was computed now and what was reused (screened: and surrogates)."""
+        if self.screened is None:
+            return assemble(self.plan, {**self.reused, **computed})
+        needed, surrogates = self.screened.for_assembly(computed)
+        return assemble(self.plan, needed, surrogates)
+
+
+def _log_reuse(journal: Journal, what: str, checkpoint: str | None, cache_dir: str | None) -> None:
+    if journal.from_checkpoint:
+        logger.warning("resuming from checkpoint %s: %d of %d %s are done already",
+                       checkpoint, journal.from_checkpoint, len(journal.plan.tasks), what)
+    if journal.from_cache:
+        logger.info("%d %s found in the cache %s", journal.from_cache, what, cache_dir)
 
 
 #: options a pool's workers are started with; an expansion run on an existing pool cannot change them
@@ -121,22 +184,30 @@ WORKER_OPTIONS = ("n_workers", "threads_per_task", "memory_per_task", "plugins",
 
 
 def input_preparer(manybody_input: ManyBodyInput | Mapping[str, Any], overrides: Mapping[str, Any], *,
-                   source: str = "compute()", pool_options: ExecutionOptions | None = None) -> Prepare:
+                   source: str = "compute()", pool_options: ExecutionOptions | None = None,
+                   screening: Mapping[str, Any] | None = None) -> Prepare:
     """How rank 0 gets a validated (ManyBodyInput, ExecutionOptions) from a model or a dict.
 
     A dict may be a QCSchema ManyBodyInput or the friendly format, exactly as in an input file;
-    ``overrides`` (keyword arguments) win over its ``execution`` section. With ``pool_options`` (a
-    session's workers are running) the worker options are the pool's, whatever else asks.
+    ``overrides`` (keyword arguments) win over its ``execution`` section, and ``screening`` (a
+    ``screening`` section given as an argument) joins it. With ``pool_options`` (a session's
+    workers are running) the worker options are the pool's, whatever else asks.
     """
     options = ExecutionOptions().merged(**overrides)  # refuses unknown or nonsense options before anything
 
     def prepare() -> tuple[ManyBodyInput, ExecutionOptions]:
         import_plugins(options.plugins)
         if isinstance(manybody_input, ManyBodyInput):
-            validate_manybody_input(manybody_input, source)
-            mbi, chosen = manybody_input, options
+            mbi = attach_screening(manybody_input, screening, f"{source}: ")
+            validate_manybody_input(mbi, source)
+            chosen = options
         elif isinstance(manybody_input, Mapping):
-            mbi, file_options = parse_input(manybody_input, source=source)
+            data = dict(manybody_input)
+            if screening is not None:
+                if "screening" in data:
+                    raise InputError(f"{source}: screening is given twice (in the input and as an argument); keep one")
+                data["screening"] = screening
+            mbi, file_options = parse_input(data, source=source)
             chosen = file_options.merged(**overrides)
         else:
             raise InputError(f"{source} takes a ManyBodyInput or a dict, not a {type(manybody_input).__name__}")
@@ -151,6 +222,11 @@ def _with_pool_options(options: ExecutionOptions, pool: ExecutionOptions) -> Exe
         logger.warning("%s=%r is ignored: the session's workers run with %s=%r (give it to Session())",
                        name, getattr(options, name), name, getattr(pool, name))
     return options.model_copy(update={name: getattr(pool, name) for name in WORKER_OPTIONS})
+
+
+def _halting(stop: Callable[[], str | None], setup: MasterSetup) -> Callable[[], str | None]:
+    """The master's stop request: a stop signal, or a checkpoint that can no longer be written."""
+    return lambda: stop() or setup.journal.failure
 
 
 def _stopped(exc: RunStopped, setup: MasterSetup, journaled: JournalObserver) -> RunStopped:
@@ -233,7 +309,22 @@ def preload(programs: Iterable[str] | None) -> list[str]:
 
 
 def programs_of(mbi: ManyBodyInput) -> list[str]:
-    return sorted({spec.program for spec in mbi.specification.specification.values()})
+    """The QC programs an input runs: its model chemistries', and a screening prescreen's."""
+    programs = {spec.program for spec in mbi.specification.specification.values()}
+    rules = screening_of(mbi)
+    if rules is not None and rules.prescreen is not None:
+        programs.add(rules.prescreen.program)
+    return sorted(programs)
+
+
+class _WorkersReady(RunObserver):
+    """Only when workers started (a prescreen's tasks are not in the requested expansion's timeline)."""
+
+    def __init__(self, timing: TimingRecorder):
+        self.timing = timing
+
+    def worker_ready(self, worker: int, at: float) -> None:
+        self.timing.worker_ready(worker, at)
 
 
 class WorkerPool:
@@ -241,7 +332,8 @@ class WorkerPool:
 
     What the pool remembers between expansions: which workers reported READY, which were declared
     lost (never used again), and whether the last expansion left tasks running (it was stopped or
-    interrupted: the workers drop them when the next JOB comes, and a shutdown does not wait).
+    interrupted: the workers drop them when the next JOB comes, and a shutdown does not wait). A
+    screened run with a prescreen is two expansions on the pool: the cheap one, then the requested one.
     """
 
     def __init__(self, transport: MasterTransport, name: str, beacon: Any = None):
@@ -283,24 +375,23 @@ class WorkerPool:
         if self.closed or not self.workers:
             raise TaskFailedError("no worker of this session is left (all were lost); start a new session")
         started = time.perf_counter() if started is None else started
-        self.jobs += 1
         journaled = JournalObserver(setup.journal, len(setup.reused))
         timing = TimingRecorder(setup.plan, started)
-        shown = (Progress(setup.plan.tasks, set(setup.reused), len(self.workers), launched_by_mpi=self.name == "mpi")
-                 if progress else None)
-        master = None
         try:
             with contextlib.ExitStack() as handlers:
                 stop = stop or handlers.enter_context(_stop_signals(self.name))
                 master_cpu = time.process_time()
-                master = self._master(setup, Observers([journaled, timing, shown]),
-                                      lambda: stop() or setup.journal.failure, started)
-                results = master.run()
+                halt = _halting(stop, setup)
+                if setup.screened is not None and setup.screened.prescreen is not None:
+                    self._prescreen(setup, halt, progress, timing, started)
+                shown = self._progress(setup.shown, set(setup.reused)) if progress else None
+                results = self._expansion(setup.plan, setup.options, setup.job, halt,
+                                          [journaled, timing, shown, *setup.recorders()], started,
+                                          **setup.schedule(shown))
                 master_cpu = time.process_time() - master_cpu
             if shown is not None:
                 shown.close()
-            outcome = _outcome(assemble(setup.plan, {**setup.reused, **results}), setup, timing, self, started,
-                               master_cpu)
+            outcome = _outcome(setup.assemble(results), setup, timing, self, started, master_cpu, len(results))
         except RunStopped as exc:
             stopped = _stopped(exc, setup, journaled)
             setup.journal.close(completed=False)
@@ -308,21 +399,44 @@ class WorkerPool:
         except BaseException:
             setup.journal.close(completed=False)
             raise
-        finally:
-            self._after(master)
         _deliver(outcome, setup, on_outcome)
         return outcome
 
-    def _master(self, setup: MasterSetup, observer: RunObserver, stop: Callable[[], str | None],
-                started: float) -> Master:
-        options = setup.options
-        return Master(self.transport, setup.plan, tasks=setup.todo, policy=SchedulePolicy.from_options(options),
-                      cost_model=CostModel(program_estimates(setup.plan)), observer=observer,
-                      job=setup.job(self.jobs), ready=sorted(self.ready), lost=sorted(self.lost),
-                      stop_requested=stop, stop_grace=options.stop_grace,
-                      liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1,
-                                                startup_deadline=self._startup_deadline(options, started),
-                                                startup_timeout=options.startup_timeout))
+    def _progress(self, tasks: list[Task], done: set[int]) -> Progress:
+        return Progress(tasks, done, len(self.workers), launched_by_mpi=self.name == "mpi")
+
+    def _prescreen(self, setup: MasterSetup, stop: Callable[[], str | None], progress: bool,
+                   timing: TimingRecorder, started: float) -> None:
+        """The cheap expansion first, on the same workers; its outcome decides what the requested one may compute."""
+        prescreen = setup.screened.prescreen
+        began = time.perf_counter()
+        todo = prescreen.todo
+        logger.info("prescreen: %d %s tasks (%d reused)", len(todo), setup.screened.rules.prescreen.name,
+                    len(prescreen.reused))
+        shown = self._progress(todo, set()) if progress else None
+        observers = [JournalObserver(setup.journal.beside(prescreen.plan), 0), _WorkersReady(timing), shown]
+        results = self._expansion(prescreen.plan, setup.options, prescreen.job, stop, observers, started, tasks=todo)
+        if shown is not None:
+            shown.close()
+        setup.screened.begin(prescreen.done(results, time.perf_counter() - began))
+
+    def _expansion(self, plan: Plan, options: ExecutionOptions, job: Callable[[int], JobMessage],
+                   stop: Callable[[], str | None], observers: list[RunObserver | None], started: float,
+                   **schedule: Any) -> dict[int, ResultMessage]:
+        """One JOB on the pool's workers: ``schedule`` is its tasks, or its levels (a screened expansion)."""
+        self.jobs += 1
+        master = Master(self.transport, plan, policy=SchedulePolicy.from_options(options),
+                        cost_model=CostModel(program_estimates(plan)), observer=Observers(observers),
+                        job=job(self.jobs), ready=sorted(self.ready), lost=sorted(self.lost),
+                        stop_requested=stop, stop_grace=options.stop_grace,
+                        liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1,
+                                                  startup_deadline=self._startup_deadline(options, started),
+                                                  startup_timeout=options.startup_timeout),
+                        **schedule)
+        try:
+            return master.run()
+        finally:
+            self._after(master)
 
     def _startup_deadline(self, options: ExecutionOptions, started: float) -> float:
         """When a worker that has not joined is lost: ``startup_timeout`` after the pool's first run started.
@@ -333,9 +447,7 @@ class WorkerPool:
             self.startup_deadline = started + options.startup_timeout
         return time.monotonic() + (self.startup_deadline - time.perf_counter())
 
-    def _after(self, master: Master | None) -> None:
-        if master is None:  # it never started: nothing was sent
-            return
+    def _after(self, master: Master) -> None:
         self.ready |= master.started
         self.lost |= master.liveness.lost
         if self.beacon is not None:
@@ -355,21 +467,28 @@ class WorkerPool:
 
 
 def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder, pool: WorkerPool,
-             started: float, master_cpu: float) -> Outcome:
+             started: float, master_cpu: float, computed: int) -> Outcome:
     wall_time = time.perf_counter() - started
     n_workers = len(pool.transport.worker_ids)
+    screened = setup.screened
+    tasks = setup.plan.tasks if screened is None else screened.expansion.needed()
+    per_level: dict[int, int] = {}
+    for task in tasks:
+        per_level[task.level] = per_level.get(task.level, 0) + 1
+    from_checkpoint, from_cache = setup.reused_counts()
     stats = RunStats(
         transport=pool.name,
         n_workers=n_workers,
         wall_time=wall_time,
-        tasks_per_level={level: len(tasks) for level, tasks in setup.plan.by_level().items()},
+        tasks_per_level=dict(sorted(per_level.items())),
         task_time=timing.task_time,
-        computed=len(setup.todo),
-        from_checkpoint=setup.journal.from_checkpoint,
-        from_cache=setup.journal.from_cache,
+        computed=computed,
+        from_checkpoint=from_checkpoint,
+        from_cache=from_cache,
         timing=timing_report(timing.timeline, n_workers, wall_time, master_cpu,
                              startup=max(timing.ready_at.values(), default=started) - started),
         lost_workers=timing.lost,
+        screening=None if screened is None else screened.report(computed),
     )
     result = result.model_copy(update={"extras": {**result.extras, "mbe_mpi": stats.to_dict()}})
     return Outcome(result, timing.timeline, timing.lost, pool.name, set(pool.transport.failed))
@@ -410,7 +529,7 @@ def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
     setup = MasterSetup.prepare(prepare)
     try:
         _check_stop(hooks)
-        logger.info("running %d QC tasks on local worker processes", len(setup.todo))
+        logger.info("running %s QC tasks on local worker processes", setup.count_text)
         pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
     except BaseException:
         setup.journal.close(completed=False)
@@ -515,7 +634,7 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     if beacon is not None:
         beacon.interval = options.heartbeat_interval
     _warn_thread_cap(options.threads_per_task)
-    logger.info("running %d QC tasks on %d MPI worker ranks", len(setup.todo), comm.Get_size() - 1)
+    logger.info("running %s QC tasks on %d MPI worker ranks", setup.count_text, comm.Get_size() - 1)
     return _master_rank(comm, setup, hooks, started, beacon)
 
 

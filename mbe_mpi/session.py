@@ -87,16 +87,20 @@ class Session:
         return self._pool
 
     def run(self, manybody_input: ManyBodyInput | Mapping[str, Any], *, progress: bool = False,
-            **execution_options: Any) -> Outcome:
-        """One expansion on the session's workers, with its timeline (see :class:`mbe_mpi.run.Outcome`)."""
+            screening: Mapping[str, Any] | None = None, **execution_options: Any) -> Outcome:
+        """One expansion on the session's workers, with its timeline (see :class:`mbe_mpi.run.Outcome`).
+
+        ``screening`` is that of :func:`mbe_mpi.compute`; a prescreen runs on the same workers.
+        """
         pool = self._start()
         prepare = input_preparer(manybody_input, {**self._overrides, **execution_options},
-                                 source="Session.compute()", pool_options=self.options)
+                                 source="Session.compute()", pool_options=self.options, screening=screening)
         return pool.run(MasterSetup.prepare(prepare), progress=progress)
 
-    def compute(self, manybody_input: ManyBodyInput | Mapping[str, Any], **execution_options: Any) -> ManyBodyResult:
+    def compute(self, manybody_input: ManyBodyInput | Mapping[str, Any], *,
+                screening: Mapping[str, Any] | None = None, **execution_options: Any) -> ManyBodyResult:
         """What :func:`mbe_mpi.compute` returns for this input, computed on the session's workers."""
-        return self.run(manybody_input, **execution_options).result
+        return self.run(manybody_input, screening=screening, **execution_options).result
 
     def close(self) -> None:
         """End the workers (they finish what they are told to, then leave)."""

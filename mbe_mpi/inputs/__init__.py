@@ -6,8 +6,9 @@ told apart automatically.
 **QCSchema** -- a QCManyBody ``ManyBodyInput`` exactly as ``ManyBodyInput.model_dump_json()`` writes
 it. It is recognised by ``schema_name: qcschema_many_body_input`` or by top-level ``specification``
 and ``molecule`` keys with ``specification.keywords``; a v1 ``qcschema_manybodyinput`` is converted
-to v2. One key may be added beside the schema fields: ``execution`` (same as below), which is
-removed before the model is validated. A hand-written molecule with fragments but with none of
+to v2. Two keys may be added beside the schema fields: ``execution`` and ``screening`` (same as
+below), which are removed before the model is validated (the screening rules are then stored in
+``specification.extras["mbe_mpi"]["screening"]``, where a ManyBodyInput may also carry them). A hand-written molecule with fragments but with none of
 ``molecular_charge``, ``fragment_charges``, ``molecular_multiplicity`` and
 ``fragment_multiplicities`` gets neutral fragments of lowest multiplicity filled in -- exactly the
 answer QCElemental would reach, without its combinatorial search (minutes for 30 fragments).
@@ -43,6 +44,10 @@ answer QCElemental would reach, without its combinatorial search (minutes for 30
     cluster_results: none           # none (default) or all: keep every fragment's AtomicResult
     embedding_charges: {1: [-0.834, 0.417, 0.417], 2: [...]}   # optional; psi4 only (QCManyBody's rule)
     execution: {n_workers: 2, threads_per_task: 1, memory_per_task: 2.0, plugins: [my_module]}
+    screening:                      # optional: compute only the n-mers these rules keep (docs/screening.md)
+      distance: {2: 8.0, 3: 6.0}    # Angstrom: closest atom-atom contact of every pair of fragments
+      energy: {3: 1.0e-5}           # Eh: largest |increment| of the (n-1)-body sub-clusters (n >= 3)
+      prescreen: {model: {program: tblite, method: gfn2-xtb}, threshold: {2: 1.0e-5, 3: 1.0e-5}}
 
 A model chemistry has the keys ``program`` and ``method`` (required), ``basis`` and ``keywords``
 (optional). Program, method and basis are lower-cased, as QCEngine and QCManyBody treat them
@@ -64,7 +69,7 @@ YAML notes: ``1e-10`` is read as a number (plain PyYAML would read a string) and
 is an error rather than silently the last one.
 """
 
-from .parse import load_input, parse_input
+from .parse import attach_screening, load_input, parse_input
 from .validate import validate_manybody_input
 
-__all__ = ["load_input", "parse_input", "validate_manybody_input"]
+__all__ = ["attach_screening", "load_input", "parse_input", "validate_manybody_input"]

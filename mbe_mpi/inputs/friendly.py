@@ -10,8 +10,9 @@ from typing import Any
 from qcmanybody.models.v2 import ManyBodyInput
 
 from ..errors import InputError
+from .chemistry import model_chemistry
 from .molecule import friendly_molecule
-from .text import check_keys, error_text, is_number, one_line, type_name
+from .text import check_keys, error_text, is_number, one_line
 from .validate import DRIVERS, SINGLE_MODEL_LABEL
 
 TOP_LEVEL_KEYS = (
@@ -26,9 +27,9 @@ TOP_LEVEL_KEYS = (
     "cluster_results",
     "embedding_charges",
     "execution",
+    "screening",
 )
 
-MODEL_KEYS = ("program", "method", "basis", "keywords")
 BSSE_TYPES = ("nocp", "cp", "vmfc")
 CLUSTER_RESULTS = ("none", "all")
 
@@ -69,7 +70,7 @@ def _model_chemistries(data: dict, driver: str, nfragments: int, where: str) -> 
             "give either model (one model chemistry) or levels (one per n-body level)"
         )
     if has_model:
-        model = _model_chemistry(data["model"], "model", where)
+        model = model_chemistry(data["model"], "model", where)
         return ({SINGLE_MODEL_LABEL: _atomic_specification(model, driver)},
                 {"max_nbody": max_nbody if max_nbody is not None else nfragments})
     levels, labelled = _friendly_levels(data["levels"], where)
@@ -92,32 +93,6 @@ def _keyword_flags(data: dict, where: str) -> dict[str, Any]:
     if data.get("embedding_charges") is not None:
         keywords["embedding_charges"] = _embedding_charges(data["embedding_charges"], where)
     return keywords
-
-
-def _model_chemistry(value: Any, name: str, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InputError(
-            f"{where}{name} must be a mapping such as {{program: pyscf, method: hf, basis: cc-pvdz}}, "
-            f"not a {type_name(value)}"
-        )
-    check_keys(value, MODEL_KEYS, f"in {name}", where)
-    chemistry: dict[str, Any] = {}
-    for key in ("program", "method"):
-        text = value.get(key)
-        if text is None:
-            raise InputError(f"{where}{name} has no {key}; add {key}: <name> (e.g. program: pyscf, method: hf)")
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{where}{name}.{key} must be a non-empty name, got {text!r}")
-        chemistry[key] = text.strip().lower()
-    basis = value.get("basis")
-    if basis is not None and (not isinstance(basis, str) or not basis.strip()):
-        raise InputError(f"{where}{name}.basis must be a basis set name such as cc-pvdz, got {basis!r}")
-    chemistry["basis"] = basis.strip().lower() if basis is not None else None
-    keywords = value.get("keywords")
-    if keywords is not None and not isinstance(keywords, Mapping):
-        raise InputError(f"{where}{name}.keywords must be a mapping of program keywords, got {keywords!r}")
-    chemistry["keywords"] = dict(keywords or {})
-    return chemistry
 
 
 def _atomic_specification(chemistry: dict[str, Any], driver: str) -> dict[str, Any]:
@@ -180,7 +155,7 @@ def _levels_by_number(value: Any, where: str) -> tuple[dict[int, dict], dict | N
     supersystem = None
     for key, chemistry in value.items():
         if isinstance(key, str) and key.strip().lower() == "supersystem":
-            supersystem = _model_chemistry(chemistry, "levels.supersystem", where)
+            supersystem = model_chemistry(chemistry, "levels.supersystem", where)
             continue
         level = _level_number(key)
         if level is None:
@@ -189,7 +164,7 @@ def _levels_by_number(value: Any, where: str) -> tuple[dict[int, dict], dict | N
             )
         if level in per_level:
             raise InputError(f"{where}levels gives level {level} twice; keep only one")
-        per_level[level] = _model_chemistry(chemistry, f"levels.{level}", where)
+        per_level[level] = model_chemistry(chemistry, f"levels.{level}", where)
     if not per_level:
         raise InputError(f"{where}levels has only a supersystem entry; give the model chemistry of levels 1, 2, ...")
     highest = max(per_level)

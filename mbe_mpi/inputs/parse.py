@@ -12,9 +12,11 @@ from qcmanybody.models.v2 import ManyBodyInput
 from ..errors import InputError
 from ..harnesses import import_plugins
 from ..options import ExecutionOptions
+from ..screening import with_screening
 from .friendly import friendly_input
 from .load import read_document
 from .qcschema import is_qcschema, qcschema_input
+from .screening import screening_section
 from .text import one_line, prefix, type_name
 from .validate import validate_manybody_input
 
@@ -30,7 +32,9 @@ def parse_input(
     """Turn already-loaded file content into a validated ``(ManyBodyInput, ExecutionOptions)``.
 
     ``base_dir`` is where relative ``molecule.xyz`` paths are looked up (the input file's folder).
-    Plugins named in ``execution.plugins`` are imported before model chemistries are checked.
+    Plugins named in ``execution.plugins`` are imported before model chemistries are checked. A
+    ``screening`` section is checked and stored in the returned input
+    (``specification.extras["mbe_mpi"]["screening"]``, see :mod:`mbe_mpi.screening.rules`).
     """
     where = prefix(source)
     if data is None:
@@ -44,13 +48,21 @@ def parse_input(
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     if is_qcschema(data, where):
         options = _execution_options(data.pop("execution", None), where)
-        mbi = qcschema_input(data, where)
+        screening = data.pop("screening", None)
+        mbi = attach_screening(qcschema_input(data, where), screening, where)
         validate_manybody_input(mbi, source)
     else:
         options = _execution_options(data.get("execution"), where)
-        mbi = friendly_input(data, base, where)
+        mbi = attach_screening(friendly_input(data, base, where), data.get("screening"), where)
         validate_manybody_input(mbi, source, levels_name="levels")
     return mbi, options
+
+
+def attach_screening(mbi: ManyBodyInput, screening: Any, where: str) -> ManyBodyInput:
+    """The input with a ``screening`` section's rules stored in it (checked in form; validation checks the rest)."""
+    if screening is None:
+        return mbi
+    return with_screening(mbi, screening_section(screening, where))
 
 
 def _execution_options(values: Any, where: str) -> ExecutionOptions:

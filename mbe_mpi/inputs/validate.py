@@ -18,6 +18,7 @@ from qcmanybody.v2.computer import ManyBodyComputer
 
 from ..errors import InputError
 from ..harnesses import check_model_chemistry
+from .screening import check_screening
 from .text import error_text, formula, one_line, prefix, short_list
 
 DRIVERS = ("energy", "gradient", "hessian")
@@ -148,8 +149,9 @@ def validate_manybody_input(mbi: ManyBodyInput, source: str = "<input>", *, leve
 
     Checks the driver, the fragments, charges, multiplicities and geometry, levels and max_nbody,
     embedding charges (psi4 only), builds QCManyBody's ``ManyBodyComputer`` (without tasks) so its
-    own validators run, and checks every model chemistry with its program. ``levels_name`` is what
-    the user's file calls the levels (``levels`` in the friendly format).
+    own validators run, checks every model chemistry with its program, and checks the screening
+    rules stored in the input (:mod:`mbe_mpi.inputs.screening`). ``levels_name`` is what the
+    user's file calls the levels (``levels`` in the friendly format).
     """
     where = prefix(source)
     spec = mbi.specification
@@ -171,6 +173,7 @@ def validate_manybody_input(mbi: ManyBodyInput, source: str = "<input>", *, leve
     except (pydantic.ValidationError, ValueError, AssertionError, RuntimeError, KeyError, TypeError) as exc:
         raise InputError(one_line(f"{where}QCManyBody refuses this input: {error_text(exc)}")) from None
     _check_model_chemistries(mbi, driver, where)
+    check_screening(mbi, where)
 
 
 def _check_levels(mbi: ManyBodyInput, nfragments: int, where: str, levels_name: str) -> list[str]:

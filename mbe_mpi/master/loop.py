@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..backoff import ArrivalRate, Backoff
 from ..costs import CostModel
@@ -30,7 +30,7 @@ from ..protocol import (
     decode,
     encode,
 )
-from ..scheduling import Assign, SchedulePolicy, Scheduler, Steal
+from ..scheduling import Assign, Deferred, SchedulePolicy, Scheduler, Steal
 from ..transports import MasterTransport
 from .liveness import Liveness, LivenessSettings
 from .observer import Completion, RunObserver
@@ -50,10 +50,13 @@ class Master:
     many were abandoned. A lost worker's tasks go back to the others, and anything it sends later
     is ignored. ``job`` goes to every worker before its first task, and what workers send about
     another job is dropped; ``ready`` are workers that reported READY before this run and ``lost``
-    those declared lost before it (a pool kept between runs).
+    those declared lost before it (a pool kept between runs). ``levels`` (instead of ``tasks``) is
+    the schedule by level, some levels decided as they open (a screened expansion:
+    :class:`~mbe_mpi.scheduling.Deferred`).
     """
 
     def __init__(self, transport: MasterTransport, plan: Plan, *, tasks: Sequence[Task] | None = None,
+                 levels: Mapping[int, Sequence[Task] | Deferred] | None = None,
                  policy: SchedulePolicy | None = None, cost_model: CostModel | None = None,
                  observer: RunObserver | None = None, job: JobMessage | None = None, ready: Sequence[int] = (),
                  lost: Sequence[int] = (), liveness: LivenessSettings | None = None,
@@ -66,7 +69,8 @@ class Master:
         self.clock = clock
         self.stop_requested = stop_requested
         self.stop_grace = stop_grace
-        self.scheduler = Scheduler(plan.by_level(tasks), policy=self.policy, cost_model=cost_model)
+        self.scheduler = Scheduler(plan.by_level(tasks) if levels is None else levels, policy=self.policy,
+                                   cost_model=cost_model)
         self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings(), lost=lost,
                                  joined=ready)
         self.results: dict[int, ResultMessage] = {}

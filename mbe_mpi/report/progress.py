@@ -90,11 +90,24 @@ class Progress(RunObserver):
                 self.done[task.level] += 1
         self.cost_left = sum(task.cost for task in tasks if task.index not in reused) if reused else sum(
             map(_COST, tasks))
+        self._reused = reused
         self.started = time.monotonic()
         self._last_draw = 0.0
         self._lines_drawn = 0
         self._first_dispatch: float | None = None
         self._last_lines: list[str] = []
+
+    def withdraw(self, tasks: list[Task]) -> None:
+        """Tasks counted in the totals that will not run after all (a screened level kept fewer n-mers)."""
+        for task in tasks:
+            level = task.level
+            self.total[level] -= 1
+            if task.index in self._reused:
+                self.reused[level] -= 1
+                self.done[level] -= 1
+            else:
+                self.cost_left -= task.cost
+        self._maybe_draw(force=True)
 
     def dispatched(self, worker: int, task: Task) -> None:
         if self._first_dispatch is None:  # rates count from the first task, not from worker start-up

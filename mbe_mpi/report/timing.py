@@ -111,14 +111,18 @@ def run_report(stats: dict, timeline: Sequence[TaskTiming]) -> dict:
     ``stats`` is the run's ``result.extras["mbe_mpi"]``; its ``timing`` is :func:`timing_report`'s
     dict, whose keys stay at the top level so that the file reads like the extras' ``timing``.
     Times are seconds since the run started; only tasks computed in this run are in the timeline
-    (results from a checkpoint or the cache were not run).
+    (results from a checkpoint or the cache were not run). A screened run adds ``screening`` (the
+    extras' report: n-mers per level kept and skipped, QC tasks against the full expansion).
     """
     from ..version import __version__
 
     timing = stats.get("timing") or {}
     run = {key: stats[key] for key in RUN_INFO_KEYS if key in stats}
     run["mbe_mpi_version"] = __version__
-    return {**timing, "run": run, "timeline": timeline_records(timeline)}
+    document = {**timing, "run": run}
+    if stats.get("screening"):
+        document["screening"] = stats["screening"]
+    return {**document, "timeline": timeline_records(timeline)}
 
 
 def write_report(path: str | Path, stats: dict, timeline: Sequence[TaskTiming]) -> None:

@@ -3,13 +3,19 @@
 No MPI, no processes, no clock of its own: :class:`Scheduler` is plain state that the master loop
 (:mod:`mbe_mpi.master`) and the simulator (:mod:`mbe_mpi.scheduling.simulate`, a virtual clock)
 drive through the same events and decisions, so what the simulator predicts is what runs.
+
+A level's tasks may be known only once the levels below it are (a screened expansion keeps the
+n-mers of level n that the results of level n-1 say are worth computing): such a level is a
+:class:`Deferred`, whose ``decide`` the scheduler calls when the level may open -- from
+:meth:`Scheduler.actions`, the decision point, never from an event handler, so the caller has taken
+in every result before it is asked.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..costs import CostModel, shape_of
 from ..plan import Task
@@ -39,7 +45,7 @@ class PendingTasks:
     def extend(self, tasks: Iterable[Task]) -> None:
         incoming: dict[tuple[int, tuple], list[Task]] = {}
         for task in tasks:
-            incoming.setdefault((task.level, self._shape(task)), []).append(task)
+            incoming.setdefault((task.dispatch_level, self._shape(task)), []).append(task)
         for (level, shape), group in incoming.items():
             queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
             queue.extend(group)
@@ -51,7 +57,8 @@ class PendingTasks:
     def put_back(self, tasks: Iterable[Task]) -> None:
         """Tasks returned by a worker go to the front of their groups (they were at the front before)."""
         for task in sorted(tasks, key=lambda t: (t.cost, -t.index)):
-            self._groups.setdefault(task.level, {}).setdefault(self._shape(task), collections.deque()).appendleft(task)
+            self._groups.setdefault(task.dispatch_level, {}).setdefault(
+                self._shape(task), collections.deque()).appendleft(task)
             self._count += 1
 
     def _best(self) -> collections.deque[Task]:
@@ -79,6 +86,19 @@ class PendingTasks:
         for level in sorted(self._groups):
             for queue in self._groups[level].values():
                 yield from queue
+
+
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """A level whose tasks are decided when it may open: ``decide()`` returns them (it is called once).
+
+    With ``after_complete`` the level opens only once every task of the levels below has completed
+    (the decision reads their results), whatever the level barrier says; otherwise it opens as any
+    level would (its decision needs only the decisions below it, which are taken in level order).
+    """
+
+    decide: Callable[[], Sequence[Task]]
+    after_complete: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,9 +131,11 @@ class Scheduler:
 
     Level barrier (the default): level n+1 opens only when every task of level n has completed.
     Without it, level n+1's tasks become pending as soon as level n has nothing left to hand out.
+    Levels are those of ``Task.dispatch_level``; a level given as :class:`Deferred` is decided
+    when it may open.
     """
 
-    def __init__(self, tasks_by_level: Mapping[int, list[Task]], workers: Iterable[int] = (), *,
+    def __init__(self, tasks_by_level: Mapping[int, Sequence[Task] | Deferred], workers: Iterable[int] = (), *,
                  policy: SchedulePolicy | None = None, cost_model: CostModel | None = None, **policy_fields):
         # keyword arguments adjust single policy fields (tests and benchmarks): Scheduler(..., prefetch=1)
         policy = dataclasses.replace(policy or SchedulePolicy(), **policy_fields)
@@ -145,24 +167,34 @@ class Scheduler:
         self.running_count = 0  # tasks handed out and not completed
         self.last_batch_seconds: float | None = None  # expected work of the latest TASK message
         self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
+        self.released: dict[int, Sequence[Task]] = {}  # level -> its tasks, once released (decided)
         self._open_next_level()
         for worker in workers:
             self.worker_ready(worker)
 
     # ---- levels ---------------------------------------------------------------------------
 
-    def _release(self, level: int, tasks: list[Task]) -> None:
-        self._open_levels[level] = len(tasks)
-        self.pending.extend(tasks)
+    def _release(self, level: int, tasks: Sequence[Task]) -> None:
+        self.released[level] = tasks
+        if tasks:  # a level screened down to nothing has nothing to wait for
+            self._open_levels[level] = len(tasks)
+            self.pending.extend(tasks)
 
-    def _open_next_level(self) -> None:
+    def _open_next_level(self, decide: bool = False) -> None:
+        """Release the next levels that may open now; a Deferred one only when ``decide`` (from actions())."""
         while self._levels and not self.stopped:
-            if self.level_barrier:
+            level, tasks = self._levels[0]
+            deferred = isinstance(tasks, Deferred)
+            if self.level_barrier or (deferred and tasks.after_complete):
                 if self.pending or self._open_levels:
                     return
             elif self.pending:
                 return
-            level, tasks = self._levels.popleft()
+            if deferred:
+                if not decide:
+                    return
+                tasks = list(tasks.decide())
+            self._levels.popleft()
             if self.level is None or not self._open_levels:
                 self.level = level
             self._release(level, tasks)
@@ -222,11 +254,12 @@ class Scheduler:
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
-        remaining = self._open_levels[task.level] - 1
+        level = task.dispatch_level
+        remaining = self._open_levels[level] - 1
         if remaining:
-            self._open_levels[task.level] = remaining
+            self._open_levels[level] = remaining
         else:
-            del self._open_levels[task.level]
+            del self._open_levels[level]
             if self._open_levels:
                 self.level = min(self._open_levels)
         if seconds is not None:
@@ -324,7 +357,7 @@ class Scheduler:
         self._assign_retries(now, out)
         while not self.stopped:
             if not self.pending:
-                self._open_next_level()  # without the barrier, the next level may start now
+                self._open_next_level(decide=True)  # without the barrier, the next level may start now
                 if not self.pending:
                     break
             worker = self._free_slot()

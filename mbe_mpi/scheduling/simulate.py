@@ -23,7 +23,7 @@ from ..costs import CostModel
 from ..plan import Task
 from .batching import should_flush
 from .policy import SchedulePolicy
-from .scheduler import Assign, Scheduler, Steal
+from .scheduler import Assign, Deferred, Scheduler, Steal
 
 
 @dataclasses.dataclass
@@ -166,19 +166,20 @@ class _Simulation:
         self.makespan = max(self.makespan, begin)
 
 
-def simulate(tasks_by_level: dict[int, list[Task]], n_workers: int, duration: Callable[[Task], float],
+def simulate(tasks_by_level: dict[int, list[Task] | Deferred], n_workers: int, duration: Callable[[Task], float],
              policy: SchedulePolicy | None = None, *, latency: float = 50e-6, master_seconds: float = 20e-6,
              result_seconds: float = 5e-6, startup: float = 0.0,
              cost_model: CostModel | None = None) -> SimulationResult:
     """Run the scheduler on a virtual clock; ``duration(task)`` is how long a task runs on a worker.
 
     The master spends ``master_seconds`` per message it sends or receives plus ``result_seconds``
-    per result it files.
+    per result it files. A :class:`Deferred` level is decided when the scheduler opens it, as in a
+    real run; the bounds cover the tasks that were released.
     """
     scheduler = Scheduler(tasks_by_level, policy=policy, cost_model=cost_model)
     sim = _Simulation(scheduler, n_workers, duration, _Costs(latency, master_seconds, result_seconds))
     sim.run(startup)
-    bound_barrier, bound_global = lower_bounds(tasks_by_level, duration, n_workers)
+    bound_barrier, bound_global = lower_bounds(dict(scheduler.released), duration, n_workers)
     return SimulationResult(
         n_workers=n_workers,
         makespan=sim.makespan - startup,

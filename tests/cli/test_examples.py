@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 from qcmanybody.models.v2 import ManyBodyResult
 
+from mbe_mpi.screening import ScreeningRules, screening_of
+
+from .. import truncated
 from ..conftest import assert_same_result, sequential_reference, water_cluster_atoms
 from .helpers import REPO, run_cli
 
@@ -29,6 +32,8 @@ EXPECTED = {
     "water3_mp2_cp.yaml": ("pyscf", dict(driver="energy", bsse=["cp"], max_nbody=3, methods={"mp2"})),
     "water3_gradient.yaml": ("pyscf", dict(driver="gradient", bsse=["cp"], max_nbody=2, methods={"hf"})),
     "water3_multilevel.yaml": ("pyscf", dict(driver="energy", bsse=["cp"], max_nbody=3, methods={"mp2", "hf"})),
+    "water12_screened.yaml": ("tblite", dict(driver="energy", bsse=["nocp"], max_nbody=3, methods={"gfn2-xtb"},
+                                             fragments=12, screening={"distance": {2: 6.0}, "energy": {3: 2.0e-3}})),
 }
 
 
@@ -55,8 +60,11 @@ def test_example_loads_and_validates(name):
     assert spec.keywords.max_nbody == want["max_nbody"]
     assert {atomic.model.method for atomic in spec.specification.values()} == want["methods"]
     assert {atomic.program for atomic in spec.specification.values()} == {EXPECTED[name][0]}
-    assert len(mbi.molecule.fragments) == 3
+    assert len(mbi.molecule.fragments) == want.get("fragments", 3)
     assert options.threads_per_task == 1
+    rules = screening_of(mbi)
+    assert (rules.to_dict() if rules else None) == (ScreeningRules(**want["screening"]).to_dict()
+                                                    if "screening" in want else None)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in EXPECTED if n.endswith(".yaml")))
@@ -70,7 +78,7 @@ def test_yaml_header_tells_how_to_run(name):
     assert "run time" in header
 
 
-@pytest.mark.parametrize("n", [3, 6])
+@pytest.mark.parametrize("n", [3, 6, 12])
 def test_xyz_is_the_water_and_its_nearest_neighbours(n):
     lines = (EXAMPLES / f"water{n}.xyz").read_text().splitlines()
     assert int(lines[0]) == 3 * n
@@ -112,6 +120,22 @@ def test_gfn2_example_runs_from_the_repository_root(tmp_path):
     _check_summary(proc.stdout, "nocp", 3)
     mbi, _ = _load("water3_gfn2.yaml")
     assert_same_result(ManyBodyResult.model_validate_json(out.read_text()), sequential_reference(mbi))
+
+
+def test_screened_example_runs_to_the_truncated_expansion(tmp_path):
+    out = tmp_path / "out.json"
+    proc = run_cli(["examples/water12_screened.yaml", "-o", str(out), "--n-workers", "2"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    _check_summary(proc.stdout, "nocp", 3)
+    assert "Screening: distance 2: 6 Angstrom; energy 3: 0.002 Eh" in proc.stdout
+    mbi, _ = _load("water12_screened.yaml")
+    rules = screening_of(mbi)
+    reference = sequential_reference(mbi)  # QCManyBody ignores the rules: the full expansion
+    kept = truncated.kept_nmers(mbi, reference, rules.distance, rules.energy)
+    result = ManyBodyResult.model_validate_json(out.read_text())
+    truncated.assert_truncated(result, mbi, reference, kept, 1e-12)
+    assert set(result.cluster_properties) == truncated.needed_labels(mbi, reference, kept)
+    assert len(result.cluster_properties) < 0.6 * len(reference.cluster_properties)
 
 
 def test_xyz_path_is_relative_to_the_input_file_not_the_current_directory(tmp_path, monkeypatch):

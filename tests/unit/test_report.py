@@ -230,6 +230,7 @@ def test_gantt_chart_without_matplotlib_says_how_to_install_it(tmp_path, monkeyp
 def test_unit_factors_written_out_equal_qcelementals():
     from qcelemental import constants
 
+    from mbe_mpi import units
     from mbe_mpi.inputs.molecule import ANGSTROM_TO_BOHR
     from mbe_mpi.inputs.validate import BOHR_TO_ANGSTROM
     from mbe_mpi.report.summary import HARTREE_TO_KCAL
@@ -237,3 +238,5 @@ def test_unit_factors_written_out_equal_qcelementals():
     assert HARTREE_TO_KCAL == constants.conversion_factor("hartree", "kcal/mol")
     assert ANGSTROM_TO_BOHR == constants.conversion_factor("angstrom", "bohr")
     assert BOHR_TO_ANGSTROM == constants.conversion_factor("bohr", "angstrom")
+    assert units.HARTREE_TO_KCAL == constants.conversion_factor("hartree", "kcal/mol")
+    assert units.BOHR_TO_ANGSTROM == constants.conversion_factor("bohr", "angstrom")
