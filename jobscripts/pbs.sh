@@ -144,6 +144,12 @@ if [ "$MBE_MPI_DRY_RUN" = 1 ]; then
     exit 0
 fi
 
+# Start-up and a lost master (mbe_mpi itself; nothing to set here): if MPI has not started on every rank within
+# startup_timeout (--startup-timeout in EXTRA_ARGS, default 120 s: a rank hung or its node down), every rank ends
+# and the job fails at once ("MPI did not start on all ranks within 120 s"), not at the wall-clock limit; a
+# worker not ready by then is declared lost and the others do its share. If rank 0 dies, the worker ranks end
+# within heartbeat_timeout (default 60 s). A second job on the same output is refused (the checkpoint is locked).
+# In each case rerun (resubmit) the same job to resume from the checkpoint.
 # mpiexec runs in the background so that this shell can act on signals at once (bash runs a trap only after the
 # foreground command ends). A TERM or USR1 to this shell (qsig -s TERM JOBID, or qdel) is forwarded to mpiexec,
 # which forwards it to every rank (MPICH hydra: TERM and USR1; Open MPI mpirun: USR1 only, TERM kills).
@@ -193,6 +199,8 @@ case $rc in
        fi ;;
     1) log "a QC task failed (exit code 1): see the message above; completed results are in the checkpoint" ;;
     2) log "bad input or options (exit code 2): see the message above" ;;
+    5) log "a file could not be written (exit code 5: disk full or over quota?): see the message above; make room" \
+           "and rerun the same command (or resubmit this job) to resume from the checkpoint" ;;
     *) log "mbe_mpi ended with exit code $rc; completed results are in the checkpoint" ;;
 esac
 exit "$rc"

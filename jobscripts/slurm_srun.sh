@@ -134,6 +134,12 @@ if [ "$MBE_MPI_DRY_RUN" = 1 ]; then
     exit 0
 fi
 
+# Start-up and a lost master (mbe_mpi itself; nothing to set here): if MPI has not started on every rank within
+# startup_timeout (--startup-timeout in EXTRA_ARGS, default 120 s: a rank hung or its node down), every rank ends
+# and the job fails at once ("MPI did not start on all ranks within 120 s"), not at the wall-clock limit; a
+# worker not ready by then is declared lost and the others do its share. If rank 0 dies, the worker ranks end
+# within heartbeat_timeout (default 60 s). A second job on the same output is refused (the checkpoint is locked).
+# In each case rerun (resubmit) the same job to resume from the checkpoint.
 # SLURM signals the ranks itself (see --signal above). The trap is for a signal sent to this batch shell only
 # (scancel --batch --signal=TERM JOBID, or a site that uses B:). It sends srun USR1, which srun forwards to
 # every task (mbe_mpi treats USR1 like TERM); a TERM to srun itself would not do: srun answers it by killing
@@ -171,6 +177,8 @@ case $rc in
        fi ;;
     1) log "a QC task failed (exit code 1): see the message above; completed results are in the checkpoint" ;;
     2) log "bad input or options (exit code 2): see the message above" ;;
+    5) log "a file could not be written (exit code 5: disk full or over quota?): see the message above; make room" \
+           "and rerun the same command (or resubmit this job) to resume from the checkpoint" ;;
     *) log "mbe_mpi ended with exit code $rc; completed results are in the checkpoint" ;;
 esac
 exit "$rc"

@@ -10,8 +10,12 @@ and the QCEngine procedure ``mbe_mpi`` (``qcengine.compute(manybody_input, "mbe_
 
 from __future__ import annotations
 
-from .harnesses import register_all as _register_all
-from .version import __version__
+from .signals import install_early as _install_early
+
+_install_early()  # `python -m mbe_mpi`: stop signals count from here on, before a second of imports
+
+from .harnesses import register_all as _register_all  # noqa: E402
+from .version import __version__  # noqa: E402
 
 _register_all()
 

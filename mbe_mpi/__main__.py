@@ -2,12 +2,18 @@
 
 Exit codes: 0 success; 1 a QC task failed; 2 bad input or options (one readable line, no
 traceback, on every rank); 3 internal error (traceback in the log); 4 stopped early by SIGTERM or
-SIGUSR1 (rerun the same command to resume); 130 interrupted.
+SIGUSR1 (rerun the same command to resume); 5 the checkpoint or the output could not be written
+(disk full, quota; the checkpoint keeps what could be saved: rerun to resume); 130 interrupted.
+
+The stop-signal handlers are installed by the package's ``__init__`` when this is ``python -m
+mbe_mpi`` (:func:`mbe_mpi.signals.install_early`), before a second of imports; a signal that comes
+while the run is still starting stops it with exit 4 and a message, like one that comes later.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import traceback
@@ -24,7 +30,8 @@ restart: a checkpoint is kept beside the output while the run is under way; reru
 command resumes from it (only missing QC tasks are computed); --fresh starts over.
 
 exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal error,
-            4 stopped by SIGTERM/SIGUSR1 (rerun to resume)
+            4 stopped by SIGTERM/SIGUSR1 (rerun to resume), 5 the checkpoint or the output could not be
+            written (disk full?; rerun to resume), 130 interrupted (rerun to resume)
 """
 
 
@@ -47,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-per-task", type=float, metavar="GiB",
                         help="memory for each QC task (default: an even share of the node per worker)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE on every rank first (registers a site's QCEngine harness); repeatable")
+                        help="import MODULE (a module name, or a path to a .py file) on every rank first "
+                        "(registers a site's QCEngine harness); repeatable")
+    parser.add_argument("--startup-timeout", type=float, metavar="SECONDS",
+                        help="seconds from the start by which MPI must be up on every rank and every worker "
+                        "ready (default 120); a worker not ready by then is declared lost")
     restart = parser.add_argument_group("checkpoint and cache")
     restart.add_argument("--checkpoint", metavar="FILE",
                          help="checkpoint file (default: OUT.json's name + .checkpoint.sqlite, beside the output); "
@@ -126,15 +137,20 @@ def checkpoint_path(output: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(sys.argv[1:] if argv is None else argv)
-    finally:
-        mpi = sys.modules.get("mbe_mpi.transports.mpi")  # imported only when the run used MPI
-        if mpi is not None:
-            mpi.finalize()
+    from . import signals
+
+    with contextlib.ExitStack() as handlers:
+        # `python -m mbe_mpi` installed them before its imports; a call from Python installs them now
+        stop = signals.early or handlers.enter_context(signals.stop_signals())
+        try:
+            return _main(sys.argv[1:] if argv is None else argv, stop)
+        finally:
+            mpi = sys.modules.get("mbe_mpi.transports.mpi")  # imported only when the run used MPI
+            if mpi is not None:
+                mpi.finalize()
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], stop) -> int:
     if argv and argv[0] == "plan":  # the dry run: task counts and predicted wall time
         from .forecast import main as plan_main
 
@@ -149,7 +165,7 @@ def _main(argv: list[str]) -> int:
                         else f"mbe_mpi[rank {rank}] %(levelname)s: %(message)s")
     output = Path(args.output) if args.output else default_output_path(args.input)
     written: list[int] = []
-    outcome = _run(args, output, rank, lambda done: written.append(_write_outputs(args, done, output)))
+    outcome = _run(args, output, rank, stop, lambda done: written.append(_write_outputs(args, done, output)))
     if isinstance(outcome, int):
         return outcome
     if outcome is None:  # a worker rank
@@ -162,17 +178,22 @@ def _main(argv: list[str]) -> int:
 
 def _prepare(args: argparse.Namespace, output: Path):
     """What rank 0 runs to get the validated input and options: the file, then the flags over it."""
+    from .files import check_writable
     from .harnesses import import_plugins
     from .inputs import load_input
 
     def prepare():
-        import_plugins(args.plugin)  # before the input is checked: plugins may define its program
+        check_writable(output, "-o/--output")  # before any work: the result must have somewhere to go
+        for flag, path in (("--report", args.report), ("--gantt", args.gantt)):
+            if path:
+                check_writable(path, flag)
+        import_plugins([_plugin(name) for name in args.plugin])  # first: plugins may define the input's program
         mbi, options = load_input(args.input)
         options = options.merged(
             n_workers=args.n_workers,
             threads_per_task=args.threads_per_task,
             memory_per_task=args.memory_per_task,
-            plugins=tuple(args.plugin),
+            plugins=tuple(_plugin(name) for name in args.plugin),
             checkpoint=False if args.no_checkpoint else args.checkpoint,
             cache_dir=args.cache_dir,
             fresh=args.fresh,
@@ -181,6 +202,7 @@ def _prepare(args: argparse.Namespace, output: Path):
             task_timeout=args.task_timeout,
             scratch_dir=args.scratch_dir,
             keep_scratch=args.keep_scratch,
+            startup_timeout=args.startup_timeout,
         )
         if options.checkpoint in (None, True):  # the default place: beside the output
             options = options.merged(checkpoint=str(checkpoint_path(output)))
@@ -189,50 +211,52 @@ def _prepare(args: argparse.Namespace, output: Path):
     return prepare
 
 
-def _run(args: argparse.Namespace, output: Path, rank: int, on_outcome):
+def _plugin(name: str) -> str:
+    """A plugin given as a path is passed on as an absolute one (workers may start elsewhere)."""
+    from .harnesses import is_plugin_path
+
+    return str(Path(name).expanduser().resolve()) if is_plugin_path(name) else name
+
+
+def _run(args: argparse.Namespace, output: Path, rank: int, stop, on_outcome):
     """The run's outcome (None on a worker rank), or the exit code of what stopped it.
 
-    ``on_outcome`` writes the output as soon as the result is there, before the workers are shut down.
+    ``on_outcome`` writes the output as soon as the result is there, before the workers are shut
+    down and before the checkpoint is removed.
     """
-    from .errors import (
-        EXIT_INPUT_ERROR,
-        EXIT_INTERNAL_ERROR,
-        EXIT_STOPPED,
-        EXIT_TASK_FAILED,
-        InputError,
-        RunStopped,
-        TaskFailedError,
-    )
-
-    def error(text: str, code: int) -> int:
-        if rank == 0:
-            print(text, file=sys.stderr)
-        return code
+    from .errors import EXIT_INTERNAL_ERROR, describe
+    from .options import option_defaults
 
     try:
-        from .run import run
+        from .run import RunHooks, run
 
-        return run(_prepare(args, output), progress=not args.quiet and not args.no_progress, on_outcome=on_outcome)
-    except InputError as exc:
-        return error(f"mbe_mpi: error: {exc}", EXIT_INPUT_ERROR)
-    except TaskFailedError as exc:
-        return error(f"mbe_mpi: error: {exc}", EXIT_TASK_FAILED)
-    except RunStopped as exc:
-        return error(f"mbe_mpi: {exc}", EXIT_STOPPED)
-    except KeyboardInterrupt:
-        return 130
-    except Exception:
-        print(f"mbe_mpi: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+        timeout = args.startup_timeout or option_defaults()["startup_timeout"]
+        hooks = RunHooks(progress=not args.quiet and not args.no_progress, on_outcome=on_outcome, stop=stop,
+                         mpi_start_timeout=timeout)
+        return run(_prepare(args, output), hooks)
+    except BaseException as exc:  # noqa: BLE001 - every way a run ends gets its exit code here
+        known = describe(exc)
+        if known is None and not isinstance(exc, Exception):
+            raise  # SystemExit and the like
+        if known is None:
+            print(f"mbe_mpi: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr)
+            return EXIT_INTERNAL_ERROR
+        if rank == 0:
+            print(known[1], file=sys.stderr)
+        return known[0]
 
 
 def _write_outputs(args: argparse.Namespace, outcome, output: Path) -> int:
     """The result file, the optional report and chart, and the summary on stdout."""
-    from .errors import EXIT_INPUT_ERROR, EXIT_OK
+    from .errors import EXIT_INPUT_ERROR, EXIT_OK, WriteFailed
+    from .files import write_atomically
     from .report import gantt_chart, summary, write_report
 
     result = outcome.result
-    output.write_text(result_json(result))
+    try:
+        write_atomically(output, result_json(result))
+    except OSError as exc:
+        raise WriteFailed(f"cannot write the result to {output} ({exc.strerror or exc})") from None
     stats = result.extras.get("mbe_mpi", {})
     written, failed = [], None
     try:

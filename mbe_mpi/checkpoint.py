@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -33,9 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .hashing import input_hash, task_hashes
+from .files import RunLock
+from .hashing import TaskHasher, input_hash
 from .plan import Plan, Task, keeps_cluster_results
 from .protocol import ResultMessage
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _FROM_STORE_RANK = -1  # results read back from disk were not computed by any rank of this run
@@ -68,8 +72,24 @@ def _blob_to_array(blob: bytes | None, shape: str | None) -> np.ndarray | None:
     return np.frombuffer(blob, dtype="<f8").reshape(json.loads(shape)).astype(np.float64)
 
 
+class StoreError(Exception):
+    """A result store could not be read or written; the message is SQLite's or the system's reason."""
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _damaged(reason: str) -> bool:
+    return "malformed" in reason or "not a database" in reason
+
+
 class ResultStore:
-    """QC results keyed by content hash, in one SQLite file; used by the master only."""
+    """QC results keyed by content hash, in one SQLite file; used by the master only.
+
+    Every failure of SQLite or the file system surfaces as :class:`StoreError` (reading or writing
+    results) or, when the file cannot be opened at all, as a one-line :class:`InputError`.
+    """
 
     def __init__(self, path: str | os.PathLike, *, what: str = "checkpoint"):
         self.path = Path(path)
@@ -82,17 +102,22 @@ class ResultStore:
             self._db.execute("PRAGMA busy_timeout=30000")  # a cache may be shared by concurrent runs
             self._db.executescript(_SCHEMA)
             version = self._meta("schema_version")
-        except sqlite3.DatabaseError as exc:
-            raise InputError(
-                f"{what} {self.path} cannot be used ({exc}); move it away, or start afresh with --fresh"
-            ) from None
-        except OSError as exc:
-            raise InputError(f"{what} {self.path} cannot be created ({exc.strerror}); choose another place") from None
-        if version is None:
-            self._set_meta("schema_version", str(SCHEMA_VERSION))
-        elif version != str(SCHEMA_VERSION):
+            if version is None:
+                self._set_meta("schema_version", str(SCHEMA_VERSION))
+        except (sqlite3.Error, OSError) as exc:
+            raise self.unusable(_reason(exc)) from None
+        if version is not None and version != str(SCHEMA_VERSION):
             raise InputError(f"{what} {self.path} was written by another mbe_mpi version (schema {version}); "
                              "remove it or use --fresh")
+
+    def unusable(self, reason: str) -> InputError:
+        """The one line that says why this file cannot be used, and what to do."""
+        if _damaged(reason):
+            return InputError(f"{self.what} {self.path} cannot be used: it is damaged or not an mbe_mpi {self.what} "
+                              f"({reason}); "
+                              "move it away, or start afresh with --fresh (its results are then computed again)")
+        return InputError(f"{self.what} {self.path} cannot be used ({reason}); free space or fix its folder's "
+                          "permissions, or choose another place")
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -103,10 +128,13 @@ class ResultStore:
 
     def claim(self, input_hash: str) -> None:
         """Bind a checkpoint to one input; refuse one that belongs to another input."""
-        owner = self._meta("input_hash")
-        if owner is None:
-            self._set_meta("input_hash", input_hash)
-        elif owner != input_hash:
+        try:
+            owner = self._meta("input_hash")
+            if owner is None:
+                self._set_meta("input_hash", input_hash)
+        except sqlite3.Error as exc:
+            raise self.unusable(_reason(exc)) from None
+        if owner is not None and owner != input_hash:
             raise InputError(
                 f"checkpoint {self.path} belongs to a different input; rerun with --fresh to discard it, "
                 "or set execution.checkpoint to another file"
@@ -117,7 +145,12 @@ class ResultStore:
 
     def get_many(self, hashes: Iterable[str], *, need_atomic_result: bool = False) -> dict[str, ResultMessage]:
         """The stored results among ``hashes`` (keyed by hash; task_id is left 0 for the caller to set)."""
-        wanted = list(dict.fromkeys(hashes))
+        try:
+            return self._get_many(list(dict.fromkeys(hashes)), need_atomic_result)
+        except (sqlite3.Error, ValueError, TypeError) as exc:  # numpy/json meet damaged bytes as Value/TypeError
+            raise StoreError(_reason(exc)) from None
+
+    def _get_many(self, wanted: list[str], need_atomic_result: bool) -> dict[str, ResultMessage]:
         found: dict[str, ResultMessage] = {}
         for start in range(0, len(wanted), 500):  # SQLite limits the number of bound parameters
             chunk = wanted[start : start + 500]
@@ -139,11 +172,14 @@ class ResultStore:
         """Record one successful result, committed at once (crash-safe)."""
         grad, grad_shape = _array_to_blob(message.gradient)
         hess, hess_shape = _array_to_blob(message.hessian)
-        self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, label, message.energy, grad, grad_shape, hess, hess_shape, message.atomic_result_json,
-             message.wall_time, time.time()),
-        )
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, label, message.energy, grad, grad_shape, hess, hess_shape, message.atomic_result_json,
+                 message.wall_time, time.time()),
+            )
+        except (sqlite3.Error, OSError) as exc:  # "database or disk is full", "disk I/O error", ...
+            raise StoreError(_reason(exc)) from None
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -164,8 +200,14 @@ def remove_store(path: str | os.PathLike) -> None:
 class Journal:
     """The master's record of one run: what can be reused, and every result as it arrives.
 
-    Results go to the checkpoint (bound to this input; removed once the run has completed and its
-    output is written) and to the shared cache, if either is configured.
+    Results go to the checkpoint (bound to this input, locked for the run's life; removed once the
+    run has completed and its output is written) and to the shared cache, if either is configured.
+
+    A full or failing disk must not end the run with a traceback, nor lose what is computed: a
+    failed checkpoint write is kept as :attr:`failure` (the master then stops dispatching), the
+    results that could not be saved stay in memory and are written again at the end where that
+    works (:meth:`save_unsaved`). The cache is only an optimisation: when it fails, a warning says
+    so once and the run carries on without it.
     """
 
     def __init__(self, plan: Plan, input_json: str, *, checkpoint: str | None, cache_dir: str | None,
@@ -173,19 +215,43 @@ class Journal:
         self.plan = plan
         self.checkpoint: ResultStore | None = None
         self.cache: ResultStore | None = None
-        self.hashes: list[str] = task_hashes(plan) if (checkpoint or cache_dir) else []
+        self.lock: RunLock | None = None
+        self.hasher = TaskHasher(plan) if (checkpoint or cache_dir) else None
+        self.hashes: list[str] = []  # every task's hash, by index, once something on disk may be reused
         self.from_checkpoint = 0
         self.from_cache = 0
+        self.failure: str | None = None  # why the checkpoint could not be written
+        self.unsaved: list[tuple[str, str, ResultMessage]] = []
         self.sources: dict[int, str] = {}  # task index -> "checkpoint" or "cache", for what reusable() found
         checkpoint = os.path.expanduser(os.path.expandvars(checkpoint)) if checkpoint else None
         cache_dir = os.path.expanduser(os.path.expandvars(cache_dir)) if cache_dir else None
         if checkpoint:
-            if fresh:
-                remove_store(checkpoint)
-            self.checkpoint = ResultStore(checkpoint, what="checkpoint")
-            self.checkpoint.claim(input_hash(input_json))
+            self._open_checkpoint(checkpoint, input_json, fresh)
         if cache_dir:
-            self.cache = ResultStore(Path(cache_dir) / "results.sqlite", what="cache")
+            try:
+                self.cache = ResultStore(Path(cache_dir) / "results.sqlite", what="cache")
+            except InputError as exc:
+                logger.warning("%s; running without the cache", exc)
+
+    def _open_checkpoint(self, path: str, input_json: str, fresh: bool) -> None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"checkpoint {path} cannot be created: its folder cannot be made ({exc.strerror}); "
+                             "choose another place") from None
+        self.lock = RunLock(path).acquire()  # before --fresh: never delete another run's checkpoint
+        try:
+            if fresh:
+                try:
+                    remove_store(path)
+                except OSError as exc:
+                    raise InputError(f"--fresh: the checkpoint {path} cannot be removed ({exc.strerror}); "
+                                     "remove it by hand or choose another place") from None
+            self.checkpoint = ResultStore(path, what="checkpoint")
+            self.checkpoint.claim(input_hash(input_json))
+        except BaseException:
+            self.lock.release()
+            raise
 
     def beside(self, plan: Plan) -> Journal:
         """A journal of another expansion of the same run (a prescreen's), in the same checkpoint and cache.
@@ -197,24 +263,40 @@ class Journal:
         other.plan = plan
         other.checkpoint = self.checkpoint
         other.cache = self.cache
-        other.hashes = task_hashes(plan) if (self.checkpoint is not None or self.cache is not None) else []
+        other.lock = None  # this journal's lock covers both
+        other.hasher = TaskHasher(plan) if (self.checkpoint is not None or self.cache is not None) else None
+        other.hashes = []
         other.from_checkpoint = 0
         other.from_cache = 0
+        other.failure = None
+        other.unsaved = []
         other.sources = {}
         return other
 
     def reusable(self) -> dict[int, ResultMessage]:
-        """Results already on disk, by task index: checkpoint first, then cache."""
-        if not self.hashes:
+        """Results already on disk, by task index: checkpoint first, then cache.
+
+        Stores that are empty (a first run) need no hash yet: hashing millions of tasks, each over
+        every fragment of its basis, would delay the first dispatch by many seconds for nothing.
+        """
+        if self.hasher is None or not (self._has_results(self.checkpoint) or self._has_results(self.cache)):
             return {}
+        self.hashes = [self.hasher(task) for task in self.plan.tasks]
         need_atomic = keeps_cluster_results(self.plan.computer.input_data)
         by_hash: dict[str, ResultMessage] = {}
         if self.checkpoint is not None:
-            by_hash = self.checkpoint.get_many(self.hashes, need_atomic_result=need_atomic)
+            try:
+                by_hash = self.checkpoint.get_many(self.hashes, need_atomic_result=need_atomic)
+            except StoreError as exc:
+                self.close(completed=False)
+                raise self.checkpoint.unusable(str(exc)) from None
         from_checkpoint = set(by_hash)
         if self.cache is not None:
             missing = [h for h in self.hashes if h not in by_hash]
-            by_hash.update(self.cache.get_many(missing, need_atomic_result=need_atomic))
+            try:
+                by_hash.update(self.cache.get_many(missing, need_atomic_result=need_atomic))
+            except StoreError as exc:
+                self._drop_cache(exc)
         reused = {}
         for task in self.plan.tasks:
             message = by_hash.get(self.hashes[task.index])
@@ -228,22 +310,69 @@ class Journal:
                     self.sources[task.index] = "cache"
         return reused
 
-    def record(self, task: Task, message: ResultMessage) -> None:
-        """Keep a successful result; called as each result arrives, before anything else is done."""
-        if not message.ok or not self.hashes:
-            return
-        key = self.hashes[task.index]
+    @staticmethod
+    def _has_results(store: ResultStore | None) -> bool:
+        try:
+            return store is not None and len(store) > 0
+        except sqlite3.Error:
+            return True  # reading it fails below, and says why
+
+    def record(self, task: Task, message: ResultMessage) -> bool:
+        """Keep a successful result (called as each arrives, before anything else); whether it is on disk."""
+        if not message.ok or self.hasher is None:
+            return False
+        key = self.hashes[task.index] if self.hashes else self.hasher(task)
         label = self.plan.label(task)
-        for store in (self.checkpoint, self.cache):
-            if store is not None:
-                store.put(key, label, message)
+        saved = self._save(key, label, message)
+        if self.cache is not None:
+            try:
+                self.cache.put(key, label, message)
+            except StoreError as exc:
+                self._drop_cache(exc)
+        return saved
+
+    def _save(self, key: str, label: str, message: ResultMessage) -> bool:
+        if self.checkpoint is None:
+            return False
+        if self.failure is None:
+            try:
+                self.checkpoint.put(key, label, message)
+                return True
+            except StoreError as exc:
+                self.failure = f"cannot write the checkpoint {self.checkpoint.path} ({exc})"  # the master stops
+        self.unsaved.append((key, label, message))
+        return False
+
+    def save_unsaved(self) -> int:
+        """Try once more to write the results a failed checkpoint write left in memory; how many made it."""
+        written = 0
+        while self.unsaved and self.checkpoint is not None:
+            key, label, message = self.unsaved[0]
+            try:
+                self.checkpoint.put(key, label, message)
+            except StoreError:
+                break
+            self.unsaved.pop(0)
+            written += 1
+        return written
+
+    def _drop_cache(self, exc: Exception) -> None:
+        logger.warning("the result cache %s cannot be used any more (%s); carrying on without it",
+                       self.cache.path, exc)
+        self.cache.close()
+        self.cache = None
 
     def close(self, *, completed: bool) -> None:
-        """Close the stores; a completed run's checkpoint is removed (its output holds everything)."""
+        """Close the stores and release the lock; a completed run's checkpoint is removed (its output holds all)."""
         if self.checkpoint is not None:
             if completed:
-                self.checkpoint.remove()
+                try:
+                    self.checkpoint.remove()
+                except OSError as exc:  # the output is written: a checkpoint left behind only takes space
+                    logger.warning("the checkpoint %s could not be removed (%s)", self.checkpoint.path, exc.strerror)
             else:
                 self.checkpoint.close()
         if self.cache is not None:
             self.cache.close()
+        if self.lock is not None:
+            self.lock.release()

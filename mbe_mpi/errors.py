@@ -32,8 +32,33 @@ class RunStopped(RuntimeError):
         self.abandoned = abandoned
 
 
+class WriteFailed(RunStopped):
+    """A file the run must write could not be written (disk full, quota, read-only, gone): it stopped.
+
+    What was computed is kept in the checkpoint where that could be written; the message says where
+    and how to resume (the same command, once the disk has room).
+    """
+
+
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
 EXIT_INPUT_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 EXIT_STOPPED = 4  # stopped early on request; rerun the same command to resume
+EXIT_WRITE_FAILED = 5  # the checkpoint or the output could not be written; free space, rerun to resume
+EXIT_INTERRUPTED = 130  # Ctrl-C; rerun the same command to resume
+
+
+def describe(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and message of an expected way for a run to end; None for a bug (traceback, exit 3)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "mbe_mpi: interrupted; rerun the same command to resume"
+    if isinstance(exc, InputError):
+        return EXIT_INPUT_ERROR, f"mbe_mpi: error: {exc}"
+    if isinstance(exc, TaskFailedError):
+        return EXIT_TASK_FAILED, f"mbe_mpi: error: {exc}"
+    if isinstance(exc, WriteFailed):
+        return EXIT_WRITE_FAILED, f"mbe_mpi: error: {exc}"
+    if isinstance(exc, RunStopped):
+        return EXIT_STOPPED, f"mbe_mpi: {exc}"
+    return None

@@ -68,6 +68,9 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     if per_task_overhead and in_seconds:
         base = duration
         duration = lambda task: base(task) + per_task_overhead  # noqa: E731
+    # the table and both simulations ask for each task's duration ~10 times: compute each once
+    durations = [duration(task) for task in plan.tasks]  # by Task.index
+    duration = lambda task: durations[task.index]  # noqa: E731
     workers = max(1, ranks - 1)
     by_level = plan.by_level(tasks)
     mcs = plan.model_chemistries

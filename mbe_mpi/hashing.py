@@ -67,24 +67,34 @@ def _specification_prefixes(plan: Plan) -> list[bytes]:
     return prefixes
 
 
+class TaskHasher:
+    """The content hash of one task at a time: a checkpoint that is new needs no hash before a result arrives."""
+
+    def __init__(self, plan: Plan):
+        self.real_blobs, self.ghost_blobs = _fragment_blobs(plan)
+        self.prefixes = _specification_prefixes(plan)
+        self.nfragments = plan.core.nfragments
+        self.embedding = plan.core.embedding_charges or {}
+
+    def __call__(self, task: Any) -> str:
+        real = set(task.real)
+        real_blobs, ghost_blobs = self.real_blobs, self.ghost_blobs
+        # parent order, as get_fragment(group_fragments=False) keeps it; one update of the joined
+        # bytes hashes exactly what one update per fragment would
+        parts = [real_blobs[ifr - 1] if ifr in real else ghost_blobs[ifr - 1] for ifr in sorted(task.basis)]
+        if self.embedding:
+            basis = set(task.basis)
+            parts += [b"E" + real_blobs[ifr - 1] + repr(list(self.embedding[ifr])).encode()
+                      for ifr in range(1, self.nfragments + 1) if ifr not in basis]
+        digest = hashlib.sha256(self.prefixes[task.mc_index])
+        digest.update(b"".join(parts))
+        return digest.hexdigest()
+
+
 def task_hashes(plan: Plan) -> list[str]:
     """The content hash of every task, by ``Task.index``."""
-    real_blobs, ghost_blobs = _fragment_blobs(plan)
-    prefixes = _specification_prefixes(plan)
-    core = plan.core
-    embedding = core.embedding_charges or {}
-    hashes = []
-    for task in plan.tasks:
-        real = set(task.real)
-        digest = hashlib.sha256(prefixes[task.mc_index])
-        for ifr in sorted(task.basis):  # parent order, as get_fragment(group_fragments=False) keeps it
-            digest.update(real_blobs[ifr - 1] if ifr in real else ghost_blobs[ifr - 1])
-        if embedding:
-            for ifr in range(1, core.nfragments + 1):
-                if ifr not in task.basis:
-                    digest.update(b"E" + real_blobs[ifr - 1] + repr(list(embedding[ifr])).encode())
-        hashes.append(digest.hexdigest())
-    return hashes
+    hasher = TaskHasher(plan)
+    return [hasher(task) for task in plan.tasks]
 
 
 def input_hash(input_json: str) -> str:

@@ -94,6 +94,9 @@ class ExecutionOptions(pydantic.BaseModel):
                                         _SECONDS, gt=0)
     heartbeat_timeout: float = _option(60.0, "silence after which a worker is declared lost (seconds)", _SECONDS,
                                        gt=0)
+    startup_timeout: float = _option(
+        120.0, "seconds from the start of the run by which MPI must be up and every worker ready; a worker not "
+        "ready by then is declared lost", _SECONDS, gt=0)
 
     @field_validator("plugins", mode="before")
     @classmethod
@@ -114,7 +117,7 @@ class ExecutionOptions(pydantic.BaseModel):
         return value
 
     @field_validator("batch_seconds", "stop_grace", "retry_backoff", "memory_per_task", "task_timeout",
-                     "heartbeat_interval", "heartbeat_timeout")
+                     "heartbeat_interval", "heartbeat_timeout", "startup_timeout")
     @classmethod
     def _finite(cls, value: Any) -> Any:
         if value is not None and not math.isfinite(value):

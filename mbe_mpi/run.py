@@ -9,13 +9,12 @@ from the master.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -26,7 +25,7 @@ from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 from .assemble import assemble
 from .checkpoint import Journal
 from .costs import CostModel, program_estimates
-from .errors import EXIT_STOPPED, InputError, RunStopped, TaskFailedError
+from .errors import EXIT_INTERNAL_ERROR, EXIT_STOPPED, InputError, RunStopped, TaskFailedError, WriteFailed, describe
 from .harnesses import import_plugins, preload_modules
 from .inputs import attach_screening, parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
@@ -37,6 +36,7 @@ from .report import Progress, TaskTiming, timing_report
 from .scheduling import SchedulePolicy
 from .screened import EnergyRecorder, ScreenedRun
 from .screening import screening_of, with_screening
+from .signals import StopSignals, stop_signals
 from .transports import MasterTransport, launched_by_hydra, launched_by_mpi
 from .worker import WorkerInit, worker_main
 
@@ -224,6 +224,44 @@ def _with_pool_options(options: ExecutionOptions, pool: ExecutionOptions) -> Exe
     return options.model_copy(update={name: getattr(pool, name) for name in WORKER_OPTIONS})
 
 
+def _halting(stop: Callable[[], str | None], setup: MasterSetup) -> Callable[[], str | None]:
+    """The master's stop request: a stop signal, or a checkpoint that can no longer be written."""
+    return lambda: stop() or setup.journal.failure
+
+
+def _stopped(exc: RunStopped, setup: MasterSetup, journaled: JournalObserver) -> RunStopped:
+    """What the user reads when a run stopped early: why, what is saved where, how to resume."""
+    journal = setup.journal
+    if journal.failure is not None:
+        journaled.saved += journal.save_unsaved()  # the disk may have room again for a few
+        lost = f"; {len(journal.unsaved)} computed results could not be saved" if journal.unsaved else ""
+        return WriteFailed(f"{journal.failure}; stopped: {journaled.saved} of {len(setup.plan.tasks)} QC results "
+                           f"are saved in {journal.checkpoint.path}{lost}; free space (or move the checkpoint "
+                           "with --checkpoint) and rerun the same command to resume", abandoned=exc.abandoned)
+    where = f" in {journal.checkpoint.path}" if journal.checkpoint else " (no checkpoint was kept)"
+    return RunStopped(f"{exc}; {journaled.saved} of {len(setup.plan.tasks)} QC results are saved{where}; "
+                      "rerun the same command to resume", abandoned=exc.abandoned)
+
+
+def _deliver(outcome: Outcome, setup: MasterSetup, on_outcome: Callable[[Outcome], None] | None) -> None:
+    """Hand the outcome over (write the output), then remove the checkpoint -- never the other way round."""
+    journal = setup.journal
+    try:
+        if on_outcome is not None:
+            on_outcome(outcome)
+    except WriteFailed as exc:
+        journal.close(completed=False)
+        if journal.checkpoint is None:
+            raise WriteFailed(f"{exc}; no checkpoint was kept, so the results are lost") from None
+        raise WriteFailed(f"{exc}; every QC result is kept in the checkpoint {journal.checkpoint.path}: make room "
+                          "(or choose another -o) and rerun the same command, which writes the result without "
+                          "computing again") from None
+    except BaseException:
+        journal.close(completed=False)
+        raise
+    journal.close(completed=True)
+
+
 class JournalObserver(RunObserver):
     """Every result goes to the checkpoint (and cache) the moment it arrives."""
 
@@ -232,8 +270,8 @@ class JournalObserver(RunObserver):
         self.saved = saved
 
     def completed(self, done: Completion) -> None:
-        self.journal.record(done.task, done.message)  # first: a result on disk survives whatever happens next
-        self.saved += done.message.ok
+        # first: a result on disk survives whatever happens next
+        self.saved += self.journal.record(done.task, done.message)
 
 
 class TimingRecorder(RunObserver):
@@ -261,39 +299,8 @@ class TimingRecorder(RunObserver):
         self.lost.append(worker)
 
 
-class StopSignals:
-    """SIGTERM/SIGUSR1 (a batch system's warning before the time limit) ask the master to stop cleanly.
-
-    Under MPICH's ``mpiexec -disable-auto-cleanup`` hydra sends SIGUSR1 when a rank ends, so there
-    only SIGTERM (which hydra forwards to every rank) means stop; the MPI transport counts the
-    SIGUSR1 notices instead.
-    """
-
-    def __init__(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> None:
-        self.signals = signals
-        self.reason: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.reason = f"received {signal.Signals(signum).name}"
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def __call__(self) -> str | None:
-        return self.reason
-
-
 def _stop_signals(name: str) -> StopSignals:
-    hydra = name == "mpi" and launched_by_hydra()
-    return StopSignals((signal.SIGTERM,) if hydra else (signal.SIGTERM, signal.SIGUSR1))
+    return stop_signals(hydra=name == "mpi" and launched_by_hydra())
 
 
 def preload(programs: Iterable[str] | None) -> list[str]:
@@ -329,14 +336,16 @@ class WorkerPool:
     screened run with a prescreen is two expansions on the pool: the cheap one, then the requested one.
     """
 
-    def __init__(self, transport: MasterTransport, name: str):
+    def __init__(self, transport: MasterTransport, name: str, beacon: Any = None):
         self.transport = transport
         self.name = name
+        self.beacon = beacon  # under MPI: rank 0's sign of life to the workers (a MasterBeacon), stopped at close
         self.ready: set[int] = set()
         self.lost: set[int] = set()
         self.jobs = 0
         self.abandoned = 0
         self.closed = False
+        self.startup_deadline: float | None = None  # perf_counter time by which every worker must have joined
 
     @classmethod
     def local(cls, options: ExecutionOptions, programs: Iterable[str] | None = None) -> WorkerPool:
@@ -355,74 +364,106 @@ class WorkerPool:
     def workers(self) -> list[int]:
         return [worker for worker in self.transport.worker_ids if worker not in self.lost]
 
-    def run(self, setup: MasterSetup, *, progress: bool = False, started: float | None = None) -> Outcome:
-        """One expansion on the pool's workers; its checkpoint is closed (removed when complete) before return."""
+    def run(self, setup: MasterSetup, *, progress: bool = False, started: float | None = None,
+            stop: Callable[[], str | None] | None = None, on_outcome: Callable[[Outcome], None] | None = None) -> Outcome:
+        """One expansion on the pool's workers.
+
+        ``on_outcome`` (writing the output) is called before the checkpoint is removed: if it raises
+        :class:`WriteFailed`, the checkpoint is kept and the error says how to rerun. ``stop`` are
+        signal handlers installed earlier (the command line installs them before anything starts).
+        """
         if self.closed or not self.workers:
             raise TaskFailedError("no worker of this session is left (all were lost); start a new session")
         started = time.perf_counter() if started is None else started
         journaled = JournalObserver(setup.journal, len(setup.reused))
         timing = TimingRecorder(setup.plan, started)
-        completed = False
         try:
-            with _stop_signals(self.name) as stop:
+            with contextlib.ExitStack() as handlers:
+                stop = stop or handlers.enter_context(_stop_signals(self.name))
                 master_cpu = time.process_time()
+                halt = _halting(stop, setup)
                 if setup.screened is not None and setup.screened.prescreen is not None:
-                    self._prescreen(setup, stop, progress, timing)
+                    self._prescreen(setup, halt, progress, timing, started)
                 shown = self._progress(setup.shown, set(setup.reused)) if progress else None
-                results = self._expansion(setup.plan, setup.options, setup.job, stop,
-                                          [journaled, timing, shown, *setup.recorders()], **setup.schedule(shown))
+                results = self._expansion(setup.plan, setup.options, setup.job, halt,
+                                          [journaled, timing, shown, *setup.recorders()], started,
+                                          **setup.schedule(shown))
                 master_cpu = time.process_time() - master_cpu
             if shown is not None:
                 shown.close()
-            result = setup.assemble(results)
-            completed = True
+            outcome = _outcome(setup.assemble(results), setup, timing, self, started, master_cpu, len(results))
         except RunStopped as exc:
-            where = f" in {setup.journal.checkpoint.path}" if setup.journal.checkpoint else " (no checkpoint was kept)"
-            raise RunStopped(f"{exc}; {journaled.saved} of {len(setup.plan.tasks)} QC results are saved{where}; "
-                             "rerun the same command to resume", abandoned=exc.abandoned) from None
-        finally:
-            setup.journal.close(completed=completed)
-        return _outcome(result, setup, timing, self, started, master_cpu, len(results))
+            stopped = _stopped(exc, setup, journaled)
+            setup.journal.close(completed=False)
+            raise stopped from None
+        except BaseException:
+            setup.journal.close(completed=False)
+            raise
+        _deliver(outcome, setup, on_outcome)
+        return outcome
 
     def _progress(self, tasks: list[Task], done: set[int]) -> Progress:
         return Progress(tasks, done, len(self.workers), launched_by_mpi=self.name == "mpi")
 
-    def _prescreen(self, setup: MasterSetup, stop: StopSignals, progress: bool, timing: TimingRecorder) -> None:
+    def _prescreen(self, setup: MasterSetup, stop: Callable[[], str | None], progress: bool,
+                   timing: TimingRecorder, started: float) -> None:
         """The cheap expansion first, on the same workers; its outcome decides what the requested one may compute."""
         prescreen = setup.screened.prescreen
-        started = time.perf_counter()
+        began = time.perf_counter()
         todo = prescreen.todo
         logger.info("prescreen: %d %s tasks (%d reused)", len(todo), setup.screened.rules.prescreen.name,
                     len(prescreen.reused))
         shown = self._progress(todo, set()) if progress else None
         observers = [JournalObserver(setup.journal.beside(prescreen.plan), 0), _WorkersReady(timing), shown]
-        results = self._expansion(prescreen.plan, setup.options, prescreen.job, stop, observers, tasks=todo)
+        results = self._expansion(prescreen.plan, setup.options, prescreen.job, stop, observers, started, tasks=todo)
         if shown is not None:
             shown.close()
-        setup.screened.begin(prescreen.done(results, time.perf_counter() - started))
+        setup.screened.begin(prescreen.done(results, time.perf_counter() - began))
 
-    def _expansion(self, plan: Plan, options: ExecutionOptions, job: Callable[[int], JobMessage], stop: StopSignals,
-                   observers: list[RunObserver | None], **schedule: Any) -> dict[int, ResultMessage]:
+    def _expansion(self, plan: Plan, options: ExecutionOptions, job: Callable[[int], JobMessage],
+                   stop: Callable[[], str | None], observers: list[RunObserver | None], started: float,
+                   **schedule: Any) -> dict[int, ResultMessage]:
         """One JOB on the pool's workers: ``schedule`` is its tasks, or its levels (a screened expansion)."""
         self.jobs += 1
         master = Master(self.transport, plan, policy=SchedulePolicy.from_options(options),
                         cost_model=CostModel(program_estimates(plan)), observer=Observers(observers),
                         job=job(self.jobs), ready=sorted(self.ready), lost=sorted(self.lost),
                         stop_requested=stop, stop_grace=options.stop_grace,
-                        liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1),
+                        liveness=LivenessSettings(options.heartbeat_timeout, 2 * options.heartbeat_interval + 1,
+                                                  startup_deadline=self._startup_deadline(options, started),
+                                                  startup_timeout=options.startup_timeout),
                         **schedule)
         try:
             return master.run()
         finally:
-            self.ready |= master.started
-            self.lost |= master.liveness.lost
-            self.abandoned = master.abandoned
+            self._after(master)
+
+    def _startup_deadline(self, options: ExecutionOptions, started: float) -> float:
+        """When a worker that has not joined is lost: ``startup_timeout`` after the pool's first run started.
+
+        Kept on the pool's first run (perf_counter) and returned on the master's clock (monotonic).
+        """
+        if self.startup_deadline is None:
+            self.startup_deadline = started + options.startup_timeout
+        return time.monotonic() + (self.startup_deadline - time.perf_counter())
+
+    def _after(self, master: Master) -> None:
+        self.ready |= master.started
+        self.lost |= master.liveness.lost
+        if self.beacon is not None:
+            self.beacon.skip = frozenset(self.lost)
+        self.abandoned = master.abandoned
 
     def close(self) -> None:
-        """Tell the workers to end and take in their last messages (never waiting forever)."""
+        """Tell the workers to end and take in their last messages (never waiting forever).
+
+        Workers that did not answer count as lost (under MPI the job is then ended after the output).
+        """
         if not self.closed:
             self.closed = True
-            shut_down(self.transport, self.workers, started=self.ready, hurry=self.abandoned > 0)
+            if self.beacon is not None:
+                self.beacon.stop()  # before SHUTDOWN: every beacon is then received before the GOODBYE
+            self.lost |= shut_down(self.transport, self.workers, started=self.ready, hurry=self.abandoned > 0)
 
 
 def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder, pool: WorkerPool,
@@ -453,30 +494,49 @@ def _outcome(result: ManyBodyResult, setup: MasterSetup, timing: TimingRecorder,
     return Outcome(result, timing.timeline, timing.lost, pool.name, set(pool.transport.failed))
 
 
-def run(prepare: Prepare, *, progress: bool = False,
-        on_outcome: Callable[[Outcome], None] | None = None) -> Outcome | None:
-    """Run one MBE on whichever transport this process was launched for. Rank 0 returns the outcome.
+@dataclasses.dataclass(frozen=True)
+class RunHooks:
+    """What a caller of :func:`run` adds: progress, writing the output, early stop handlers, MPI start-up.
 
-    ``progress``: rank 0 shows progress with ETA on stderr (a live bar on a terminal).
-    ``on_outcome`` is called with the outcome before the workers are shut down: the output is
-    written as soon as the last result is in, whatever the shutdown then takes.
+    ``on_outcome`` is called with the outcome before the workers are shut down (the output is
+    written as soon as the last result is in) and before the checkpoint is removed. ``stop`` is a
+    stop-request callable installed before anything started (the command line's signal handlers).
+    ``mpi_start_timeout``: under MPI, end the job if MPI has not started on every rank by then.
     """
+
+    progress: bool = False
+    on_outcome: Callable[[Outcome], None] | None = None
+    stop: Callable[[], str | None] | None = None
+    mpi_start_timeout: float | None = None
+
+
+def run(prepare: Prepare, hooks: RunHooks = RunHooks()) -> Outcome | None:
+    """Run one MBE on whichever transport this process was launched for. Rank 0 returns the outcome."""
     if launched_by_mpi():
-        return _run_mpi(prepare, progress, on_outcome)
-    return _run_local(prepare, progress, on_outcome)
+        return _run_mpi(prepare, hooks)
+    return _run_local(prepare, hooks)
 
 
-def _run_local(prepare: Prepare, progress: bool = False,
-               on_outcome: Callable[[Outcome], None] | None = None) -> Outcome:
+def _check_stop(hooks: RunHooks) -> None:
+    """A stop asked for while the run was starting ends it here, before any worker is started."""
+    reason = hooks.stop() if hooks.stop is not None else None
+    if reason:
+        raise RunStopped(f"{reason} while starting; no QC task was run; rerun the same command to start again")
+
+
+def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
     started = time.perf_counter()
     setup = MasterSetup.prepare(prepare)
-    logger.info("running %s QC tasks on local worker processes", setup.count_text)
-    pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
     try:
-        outcome = pool.run(setup, progress=progress, started=started)
-        if on_outcome is not None:
-            on_outcome(outcome)
-        return outcome
+        _check_stop(hooks)
+        logger.info("running %s QC tasks on local worker processes", setup.count_text)
+        pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
+    except BaseException:
+        setup.journal.close(completed=False)
+        raise
+    try:
+        return pool.run(setup, progress=hooks.progress, started=started, stop=hooks.stop,
+                        on_outcome=hooks.on_outcome)
     finally:
         pool.close()
 
@@ -491,16 +551,23 @@ def _warn_thread_cap(threads_per_task: int) -> None:
         )
 
 
-def _announce(comm: Any, prepare: Prepare) -> tuple[MasterSetup | None, tuple]:
+def _announce(comm: Any, prepare: Prepare, hooks: RunHooks, timeout: float) -> tuple[MasterSetup | None, tuple]:
     """Rank 0 prepares the run and tells every rank how it starts (the options, or the error)."""
-    from .transports.mpi import announce, await_announcement
+    from .transports.mpi import MasterGone, announce, await_announcement
 
     if comm.Get_rank() != 0:
-        return None, await_announcement(comm)
+        try:
+            return None, await_announcement(comm, master_timeout(timeout))
+        except MasterGone as exc:
+            end_orphaned_rank(comm.Get_rank(), exc)
     setup = None
     try:
         setup = MasterSetup.prepare(prepare)
+        _check_stop(hooks)
         announcement: tuple = ("ok", setup.options.to_dict(), programs_of(setup.mbi))
+    except RunStopped as exc:
+        setup.journal.close(completed=False)
+        announcement = ("stopped", str(exc))
     except InputError as exc:
         announcement = ("input", str(exc))
     except Exception:
@@ -537,39 +604,103 @@ def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str
     return WorkerInit.from_options(options, memory, child_start="forkserver")
 
 
-def _run_mpi(prepare: Prepare, progress: bool = False,
-             on_outcome: Callable[[Outcome], None] | None = None) -> Outcome | None:
-    from mpi4py import MPI
+def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
+    started = time.perf_counter()
+    from .transports import launcher_rank
+    from .transports.watchdog import mpi_start_watchdog
 
-    from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint, abort
+    with mpi_start_watchdog(hooks.mpi_start_timeout, launcher_rank()):
+        from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     if single_rank(comm):
-        return _run_local(prepare, progress, on_outcome)
-    started = time.perf_counter()
-    setup, announcement = _announce(comm, prepare)
+        return _run_local(prepare, hooks)
+    defaults = ExecutionOptions()
+    beacon = start_beacon(comm, defaults.heartbeat_interval)  # rank 0 is silent while it plans
+    setup, announcement = _announce(comm, prepare, hooks, defaults.heartbeat_timeout)
+    if announcement[0] != "ok" and beacon is not None:
+        beacon.stop()
     if announcement[0] == "input":
         raise InputError(announcement[1])
+    if announcement[0] == "stopped":
+        raise RunStopped(announcement[1])
     if announcement[0] == "internal":
         raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
     options = ExecutionOptions.from_mapping(announcement[1])
     init = mpi_worker_init(comm, options, announcement[2])
     if comm.Get_rank() != 0:
-        worker_main(init, MPIWorkerEndpoint(comm))
+        serve_rank(comm, init, options.heartbeat_timeout)
         return None
+    if beacon is not None:
+        beacon.interval = options.heartbeat_interval
     _warn_thread_cap(options.threads_per_task)
     logger.info("running %s QC tasks on %d MPI worker ranks", setup.count_text, comm.Get_size() - 1)
-    pool = WorkerPool(MPIMasterTransport(comm), "mpi")
+    return _master_rank(comm, setup, hooks, started, beacon)
+
+
+def start_beacon(comm: Any, interval: float) -> Any:
+    """On rank 0, where MPI allows a second thread to send: the beacon that tells workers it is alive."""
+    from .protocol import HeartbeatMessage, encode
+    from .transports.mpi import MasterBeacon, beacon_possible
+
+    if comm.Get_rank() != 0 or not beacon_possible():
+        return None
+    return MasterBeacon(comm, encode(HeartbeatMessage(0)), interval).start()
+
+
+def master_timeout(timeout: float) -> float | None:
+    """How long a worker rank waits for rank 0's beacon (None: rank 0 cannot send one)."""
+    from .transports.mpi import beacon_possible
+
+    return timeout if beacon_possible() else None
+
+
+def serve_rank(comm: Any, init: WorkerInit, heartbeat_timeout: float) -> None:
+    """A worker rank serves until SHUTDOWN, and ends itself if rank 0 vanishes (MPI_Finalize would wait forever)."""
+    from .transports.mpi import MasterGone, MPIWorkerEndpoint
+
     try:
-        outcome = pool.run(setup, progress=progress, started=started)
-        if on_outcome is not None:
-            on_outcome(outcome)
-        return outcome
-    except RunStopped as exc:
-        if exc.abandoned:
-            # Busy workers cannot be told to stop, and MPI_Finalize would wait for them: end the job.
-            print(f"mbe_mpi: {exc}", file=sys.stderr, flush=True)
-            abort(EXIT_STOPPED)
+        worker_main(init, MPIWorkerEndpoint(comm, master_timeout=master_timeout(heartbeat_timeout)))
+    except MasterGone as exc:
+        end_orphaned_rank(comm.Get_rank(), exc)
+
+
+def end_orphaned_rank(rank: int, exc: Exception) -> None:
+    print(f"mbe_mpi[rank {rank}]: {exc}; this worker ends now (rerun the same command to resume from the "
+          "checkpoint)", file=sys.stderr, flush=True)
+    os._exit(EXIT_STOPPED)
+
+
+def _master_rank(comm: Any, setup: MasterSetup, hooks: RunHooks, started: float, beacon: Any) -> Outcome:
+    """Rank 0 of an MPI run: the pool of worker ranks, one expansion, and an end that never hangs."""
+    from .transports.mpi import MPIMasterTransport
+
+    pool = WorkerPool(MPIMasterTransport(comm), "mpi", beacon)
+    try:
+        outcome = pool.run(setup, progress=hooks.progress, started=started, stop=hooks.stop,
+                           on_outcome=hooks.on_outcome)
+    except BaseException as exc:
+        if not (isinstance(exc, RunStopped) and exc.abandoned):
+            pool.close()
+        _end_if_stuck(pool, exc)
         raise
-    finally:
-        pool.close()
+    pool.close()
+    outcome.lost_workers = sorted({*outcome.lost_workers, *pool.lost})  # also those silent at the shutdown
+    return outcome
+
+
+def _end_if_stuck(pool: WorkerPool, exc: BaseException) -> None:
+    """End the MPI job now, with the run's message and exit code, if MPI_Finalize would wait forever.
+
+    It would for busy workers after a stop (they cannot be told to stop) and for lost ranks that
+    the MPI library itself did not declare failed (hung, stopped, never started).
+    """
+    from .transports.mpi import abort
+
+    abandoned = isinstance(exc, RunStopped) and exc.abandoned
+    if not abandoned and not pool.lost - pool.transport.failed:
+        return
+    code, text = describe(exc) or (EXIT_INTERNAL_ERROR, "mbe_mpi: internal error on rank 0:\n"
+                                   + "".join(traceback.format_exception(exc)))
+    print(text, file=sys.stderr, flush=True)
+    abort(code)

@@ -23,7 +23,16 @@ from typing import Any
 from qcmanybody.models.v2 import ManyBodyInput, ManyBodyResult
 
 from .options import ExecutionOptions
-from .run import MasterSetup, Outcome, WorkerPool, input_preparer, mpi_worker_init, single_rank
+from .run import (
+    MasterSetup,
+    Outcome,
+    WorkerPool,
+    input_preparer,
+    mpi_worker_init,
+    serve_rank,
+    single_rank,
+    start_beacon,
+)
 from .transports import launched_by_mpi
 
 
@@ -56,18 +65,17 @@ class Session:
         """Under mpiexec: rank 0 becomes the pool's master; other ranks serve. True on a worker rank."""
         from mpi4py import MPI
 
-        from .transports.mpi import MPIMasterTransport, MPIWorkerEndpoint
-        from .worker import worker_main
+        from .transports.mpi import MPIMasterTransport
 
         comm = MPI.COMM_WORLD
         if single_rank(comm):
             return False
         init = mpi_worker_init(comm, self.options)
         if comm.Get_rank() != 0:
-            worker_main(init, MPIWorkerEndpoint(comm))
+            serve_rank(comm, init, self.options.heartbeat_timeout)
             self._closed = True
             return True
-        self._pool = WorkerPool(MPIMasterTransport(comm), "mpi")
+        self._pool = WorkerPool(MPIMasterTransport(comm), "mpi", start_beacon(comm, self.options.heartbeat_interval))
         return False
 
     def _start(self) -> WorkerPool:

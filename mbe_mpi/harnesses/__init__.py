@@ -11,8 +11,13 @@ before any QC work starts.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import os
+import re
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import qcengine
 
@@ -39,12 +44,45 @@ def register_all() -> None:
 
 
 def import_plugins(modules: tuple[str, ...] | list[str]) -> None:
-    """Import user plugin modules (which register their own QCEngine programs)."""
+    """Import user plugin modules (which register their own QCEngine programs): module names or .py paths."""
     for module in modules:
         try:
-            importlib.import_module(module)
+            if is_plugin_path(module):
+                _import_file(module)
+            else:
+                importlib.import_module(module)
+        except InputError:
+            raise
         except Exception as exc:  # any failure inside a user's module is a user problem
             raise InputError(f"plugin module {module!r} could not be imported: {type(exc).__name__}: {exc}") from exc
+
+
+def is_plugin_path(plugin: str) -> bool:
+    """``./site.py``, ``/opt/site/harness.py``: a file, not a module name."""
+    return plugin.endswith(".py") or os.sep in plugin
+
+
+def _import_file(plugin: str) -> None:
+    """Run a plugin file as a module of its own name space (``mbe_mpi_plugin_<stem>``), once per process.
+
+    Its own name would clash with the standard library for a file called ``site.py`` or ``test.py``.
+    """
+    path = Path(os.path.expanduser(plugin)).resolve()
+    if not path.is_file():
+        raise InputError(f"plugin {plugin!r} is not a file; give the path of a .py file, or a module name "
+                         "that Python can import (on PYTHONPATH)")
+    name = "mbe_mpi_plugin_" + re.sub(r"\W", "_", path.stem)
+    loaded = sys.modules.get(name)
+    if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def check_model_chemistry(program: str, method: str, basis: str | None, driver: str, keywords: dict | None = None) -> None:

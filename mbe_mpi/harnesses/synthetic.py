@@ -51,7 +51,9 @@ Fault injection
     "hang": the task sleeps forever;
     "oom": the task allocates (and touches) memory in 100 MB chunks until ``MemoryError`` or the
     operating system's OOM killer stops it, but at most ``oom_gib`` GiB (default 64), after which
-    it raises ``MemoryError`` itself.
+    it raises ``MemoryError`` itself;
+    "nan": the task "succeeds" with NaN in its energy, gradient and Hessian (a QC program gone wrong
+    without saying so: mbe_mpi must fail such a task, never assemble it).
 
     Selection -- the harness sees only the task's molecule, not QCManyBody's label, so tasks are
     selected by the molecule. Optional keys, all of which must match (none given: every task):
@@ -112,7 +114,7 @@ _METHOD = "synthetic"
 _DRIVERS: tuple[str, ...] = ("energy", "gradient", "hessian")
 _KEYWORDS: tuple[str, ...] = ("seconds", "exponent", "mode", "fault", "state_dir")
 _MODES: tuple[str, ...] = ("sleep", "spin")
-_FAULT_KINDS: tuple[str, ...] = ("raise", "exit", "segfault", "hang", "oom")
+_FAULT_KINDS: tuple[str, ...] = ("raise", "exit", "segfault", "hang", "oom", "nan")
 _FAULT_KEYS: tuple[str, ...] = ("kind", "when_natoms_real", "when_natoms_ghost", "when_hash", "attempts", "oom_gib")
 _OOM_CHUNK = 100 * 1000 * 1000  # bytes
 _EXIT_CODE = 3
@@ -341,6 +343,8 @@ def _claim_firing(state_dir: str, key: str, attempts: int, kind: str) -> bool:
 
 
 def _fire(kind: str, oom_gib: float) -> None:
+    if kind == "nan":
+        return  # the caller poisons the result
     if kind == "raise":
         raise RuntimeError("synthetic fault")
     if kind == "exit":
@@ -373,20 +377,24 @@ def _fire(kind: str, oom_gib: float) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _maybe_fire(keywords: dict[str, Any], mol: Any, nreal: int, nghost: int) -> None:
-    """The configured fault, if this task is selected (and, when transient, still has firings left)."""
+def _maybe_fire(keywords: dict[str, Any], mol: Any, nreal: int, nghost: int) -> bool:
+    """The configured fault, if this task is selected (and, when transient, still has firings left).
+
+    True when the result is to be poisoned with NaN (fault kind "nan").
+    """
     fault = keywords.get("fault")
     if fault is None:
-        return
+        return False
     fault = {normalise_keyword(k): v for k, v in fault.items()}
     kind = fault["kind"].strip().lower()
     if not _fault_selected(fault, mol, nreal, nghost):
-        return
+        return False
     state_dir = keywords.get("state_dir")
     if state_dir is not None and "attempts" in fault:
         if not _claim_firing(os.fspath(state_dir), mol.get_hash(), int(fault["attempts"]), kind):
-            return
+            return False
     _fire(kind, float(fault.get("oom_gib", 64)))
+    return kind == "nan"
 
 
 class SyntheticHarness(ProgramHarness):
@@ -452,12 +460,15 @@ class SyntheticHarness(ProgramHarness):
         cost = self.expected_seconds(keywords, natom)
         _spend(cost, str(keywords.get("mode", "sleep")).strip().lower())
 
-        _maybe_fire(keywords, mol, nreal, natom - nreal)
+        poisoned = _maybe_fire(keywords, mol, nreal, natom - nreal)
 
         order = {"energy": 0, "gradient": 1, "hessian": 2}[driver]
         energy, gradient, hessian = synthetic_model(
             geometry, np.asarray(mol.atomic_numbers), real, float(mol.molecular_charge), order
         )
+        if poisoned:
+            energy, gradient, hessian = (None if value is None else value * np.nan for value in (energy, gradient, hessian))
+            energy = float(energy)
         properties: dict[str, Any] = {"calcinfo_natom": natom, "return_energy": energy}
         return_result: Any = energy
         if gradient is not None:

@@ -71,7 +71,8 @@ class Master:
         self.stop_grace = stop_grace
         self.scheduler = Scheduler(plan.by_level(tasks) if levels is None else levels, policy=self.policy,
                                    cost_model=cost_model)
-        self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings(), lost=lost)
+        self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings(), lost=lost,
+                                 joined=ready)
         self.results: dict[int, ResultMessage] = {}
         self.failures: list[tuple[Task, ResultMessage]] = []
         self.started: set[int] = set()  # workers that reported READY

@@ -10,7 +10,6 @@ from typing import Protocol
 from ..backoff import Backoff
 from ..protocol import GoodbyeMessage, ShutdownMessage, decode, encode
 from ..transports import MasterTransport
-from .liveness import STARTUP_ALLOWANCE
 
 logger = logging.getLogger(__name__)
 
@@ -29,29 +28,32 @@ class Clock(Protocol):
 
 
 def shut_down(transport: MasterTransport, workers: Iterable[int], *, started: set[int],
-              hurry: bool = False, clock: Clock = time) -> None:
-    """Tell ``workers`` to end, take in their last messages, and close the transport."""
+              hurry: bool = False, clock: Clock = time) -> set[int]:
+    """Tell ``workers`` to end, take in their last messages, and close the transport; who did not answer."""
     workers = list(workers)
     for worker in workers:
         transport.send(worker, encode(ShutdownMessage()))
-    await_goodbyes(transport, workers, started=started, hurry=hurry, clock=clock)
+    silent = await_goodbyes(transport, workers, started=started, hurry=hurry, clock=clock)
     transport.close(abandon=hurry)
+    return silent
 
 
 def await_goodbyes(transport: MasterTransport, workers: Iterable[int], *, started: set[int] = frozenset(),
-                   hurry: bool = False, clock: Clock = time) -> None:
-    """After SHUTDOWN, take in messages until each worker's GOODBYE (its last) has come.
+                   hurry: bool = False, clock: Clock = time) -> set[int]:
+    """After SHUTDOWN, take in messages until each worker's GOODBYE (its last) has come; who never answered.
 
     Whatever a worker sent before it read SHUTDOWN (a heartbeat, a STOLEN answer, the READY of a
     worker still starting) is received here and dropped, so nothing is left in flight when the
     master ends: MPICH's MPI_Finalize fails on a message never received, and hydra then kills every
-    rank (exit code 9) after the result was written. A started worker answers within milliseconds;
-    one still starting gets ``STARTUP_ALLOWANCE`` (MPI_Finalize would wait for it anyway); when
-    stopping with tasks abandoned (``hurry``), one second. A worker whose process ends is not waited for.
+    rank (exit code 9) after the result was written. A started worker answers within milliseconds,
+    and one still starting gets as long (:data:`GOODBYE_TIMEOUT`): the run ends within seconds of its
+    work, and a worker that did not answer is treated as lost (under MPI the job is then ended
+    with ``MPI_Abort(0)``, as ``MPI_Finalize`` would wait for it). When stopping with tasks abandoned
+    (``hurry``), one second. A worker whose process ends is not waited for.
     """
     now = clock.monotonic()
-    deadlines = {worker: now + (1.0 if hurry else GOODBYE_TIMEOUT if worker in started else STARTUP_ALLOWANCE)
-                 for worker in workers}
+    deadlines = {worker: now + (1.0 if hurry else GOODBYE_TIMEOUT) for worker in workers}
+    silent: set[int] = set()
     backoff = Backoff(minimum=transport.min_idle_wait, maximum=transport.max_idle_wait)
     while deadlines:
         for worker, data in transport.wait(backoff.next_delay()):
@@ -63,5 +65,8 @@ def await_goodbyes(transport: MasterTransport, workers: Iterable[int], *, starte
         now = clock.monotonic()
         for worker in [worker for worker, deadline in deadlines.items() if now > deadline]:
             del deadlines[worker]
+            silent.add(worker)
             if not hurry:
-                logger.warning("worker %d did not answer SHUTDOWN in time; the job may not end cleanly", worker)
+                logger.warning("worker %d did not answer SHUTDOWN in time (%s); it is treated as lost", worker,
+                               "hung or stopped" if worker in started else "it never finished starting")
+    return silent

@@ -7,6 +7,8 @@ fast monomers alone.
 
 from __future__ import annotations
 
+import collections
+import operator
 import os
 import sys
 import time
@@ -57,6 +59,10 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
+_REAL = operator.attrgetter("real")
+_COST = operator.attrgetter("cost")
+
+
 class Progress(RunObserver):
     """Counts per level (done, running, failed, reused) and renders them; driven by the master's callbacks."""
 
@@ -74,16 +80,16 @@ class Progress(RunObserver):
         self.failed: dict[int, int] = {}
         self.cost_left = 0.0
         self.cost_done = 0.0
-        for task in tasks:
-            level = task.level
-            self.total[level] = self.total.get(level, 0) + 1
-            for counter in (self.done, self.reused, self.running, self.failed):
-                counter.setdefault(level, 0)
+        # one C-level pass per count: a plan may hold millions of tasks, and this runs before the first dispatch
+        self.total = dict(collections.Counter(map(len, map(_REAL, tasks))))  # levels in order of first appearance
+        for counter in (self.done, self.reused, self.running, self.failed):
+            counter.update(dict.fromkeys(self.total, 0))
+        for task in tasks if reused else ():
             if task.index in reused:
-                self.reused[level] += 1
-                self.done[level] += 1
-            else:
-                self.cost_left += task.cost
+                self.reused[task.level] += 1
+                self.done[task.level] += 1
+        self.cost_left = sum(task.cost for task in tasks if task.index not in reused) if reused else sum(
+            map(_COST, tasks))
         self._reused = reused
         self.started = time.monotonic()
         self._last_draw = 0.0

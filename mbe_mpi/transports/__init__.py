@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
+from ..signals import launched_by_hydra
+
+__all__ = ["MasterTransport", "WorkerEndpoint", "launched_by_hydra", "launched_by_mpi", "launcher_rank"]
+
 # Environment variables set by MPI launchers (MPICH/hydra, Intel MPI, Open MPI, PMIx, SLURM's PMI).
 _MPI_LAUNCH_VARIABLES = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
@@ -23,11 +27,6 @@ _RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 def launched_by_mpi() -> bool:
     """Whether this process was started by mpiexec/mpirun/srun (without initialising MPI to find out)."""
     return any(name in os.environ for name in _MPI_LAUNCH_VARIABLES)
-
-
-def launched_by_hydra() -> bool:
-    """Started by MPICH's ``mpiexec`` (hydra), which gives every rank its control descriptor."""
-    return "HYDI_CONTROL_FD" in os.environ
 
 
 def launcher_rank() -> int:

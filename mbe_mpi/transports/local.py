@@ -13,10 +13,11 @@ import logging
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import select
 from collections.abc import Callable, Sequence
 
-from .processes import forkserver_context, thread_environment
+from .processes import exit_when_gone, forkserver_context, thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ class PipeWorkerEndpoint:
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, rank: int,
-                 entry: Callable[[PipeWorkerEndpoint], None]) -> None:
+                 entry: Callable[[PipeWorkerEndpoint], None], master: int) -> None:
     """Entry point of a local worker process (module level so that ``spawn`` can import it)."""
+    exit_when_gone(master, "the master")  # from the first moment, whatever the worker is doing then
     try:
         entry(PipeWorkerEndpoint(conn, rank))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -66,7 +68,7 @@ class LocalMasterTransport:
             for worker in self.worker_ids:
                 parent_end, child_end = context.Pipe(duplex=True)
                 proc = context.Process(
-                    target=_worker_main, args=(child_end, worker, entry), name=f"mbe_mpi-worker-{worker}",
+                    target=_worker_main, args=(child_end, worker, entry, os.getpid()), name=f"mbe_mpi-worker-{worker}",
                     daemon=False,  # a worker supervises its own QC child; close() ends it
                 )
                 proc.start()
@@ -74,6 +76,7 @@ class LocalMasterTransport:
                 self._conns[worker] = parent_end
                 self._procs[worker] = proc
         self._gone: list[int] = []  # found gone while sending, not reported yet
+        # (each worker watches this process: it ends when the master does, even while starting)
         # one poll object for the whole run (multiprocessing.connection.wait builds a selector per call)
         self._poller = select.poll()
         self._worker_of: dict[int, int] = {}

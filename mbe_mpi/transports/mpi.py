@@ -40,12 +40,78 @@ def announce(comm: MPI.Comm, payload: object) -> None:
     MPI.Request.Waitall(requests)
 
 
-def await_announcement(comm: MPI.Comm) -> object:
-    """A worker waits, sleeping between probes, for rank 0's announcement."""
+class MasterGone(EOFError):
+    """Rank 0 has sent nothing, not even its beacon, for longer than the worker may wait: it is gone or hung."""
+
+
+def await_announcement(comm: MPI.Comm, master_timeout: float | None = None) -> object:
+    """A worker waits, sleeping between probes, for rank 0's announcement (its beacon says it is alive)."""
     backoff = Backoff(maximum=2e-3)
+    endpoint = MPIWorkerEndpoint(comm, master_timeout=master_timeout)
     while not comm.Iprobe(source=0, tag=ANNOUNCE_TAG):
+        endpoint.heard_lately()
         backoff.sleep()
     return comm.recv(source=0, tag=ANNOUNCE_TAG)
+
+
+def beacon_possible() -> bool:
+    """Whether rank 0 may send from a second thread (the same answer on every rank of a job)."""
+    return MPI.Query_thread() == MPI.THREAD_MULTIPLE
+
+
+class MasterBeacon:
+    """Rank 0's sign of life to every worker rank: ``message`` every ``interval`` seconds, from a thread.
+
+    Under ``mpiexec -disable-auto-cleanup`` the worker ranks outlive a rank 0 that was killed, and
+    nothing in MPI tells them; a worker that hears nothing from rank 0 for ``heartbeat_timeout``
+    ends itself (:class:`MasterGone`). A thread, because rank 0 is also silent while it plans,
+    assembles or -- in a session -- runs the user's code between expansions. It is stopped before
+    SHUTDOWN is sent, so every beacon is received before the worker's GOODBYE (the same tag keeps
+    them in order) and none is left in flight at MPI_Finalize.
+    """
+
+    def __init__(self, comm: MPI.Comm, message: bytes, interval: float):
+        self.comm = comm
+        self.message = message
+        self.interval = interval
+        self.skip: frozenset[int] = frozenset()  # lost ranks, replaced whole by the master's thread
+        self._stop = threading.Event()
+        self._pending: list[MPI.Request] = []
+        self._thread = threading.Thread(target=self._run, name="mbe_mpi-beacon", daemon=True)
+
+    def start(self) -> MasterBeacon:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for rank in range(1, self.comm.Get_size()):
+                if rank not in self.skip:
+                    self._send(rank)
+            self._pending = [request for request in self._pending if not _completed(request)]
+
+    def _send(self, rank: int) -> None:
+        try:
+            self._pending.append(self.comm.Isend([self.message, MPI.BYTE], dest=rank, tag=TAG))
+        except MPI.Exception:  # the library knows the rank is gone (ULFM): the master will learn it too
+            self.skip = self.skip | {rank}
+
+    def stop(self) -> None:
+        """No beacon after this returns (each one sent has completed, or 2 s have passed)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        deadline = time.monotonic() + 2.0
+        while self._pending and time.monotonic() < deadline:
+            self._pending = [request for request in self._pending if not _completed(request)]
+            time.sleep(1e-3)
+
+
+def _completed(request: MPI.Request) -> bool:
+    try:
+        return request.Test()
+    except MPI.Exception:
+        return True  # to a failed rank: it will never complete, nor matter
 
 
 def workers_on_node(comm: MPI.Comm) -> int:
@@ -231,23 +297,41 @@ class MPIMasterTransport:
 
 
 class MPIWorkerEndpoint:
-    """A worker rank's side: wait for the master's messages without spinning."""
+    """A worker rank's side: wait for the master's messages without spinning.
 
-    def __init__(self, comm: MPI.Comm, master: int = 0):
+    With ``master_timeout``, :meth:`poll` raises :class:`MasterGone` once rank 0 (whose beacon
+    speaks every few seconds) has sent nothing for that long.
+    """
+
+    def __init__(self, comm: MPI.Comm, master: int = 0, master_timeout: float | None = None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.master = master
+        self.master_timeout = master_timeout
         self._status = MPI.Status()
+        self._heard = time.monotonic()
 
     def inherited_fds(self) -> tuple[int, ...]:
         return ()  # nothing a forked child could hold open for us (its QC child is spawned anyway)
 
     def poll(self) -> bytes | None:
         if not self.comm.Iprobe(source=self.master, tag=TAG, status=self._status):
+            self._check_master()
             return None
         buf = bytearray(self._status.Get_count(MPI.BYTE))
         self.comm.Recv([buf, MPI.BYTE], source=self.master, tag=TAG)
+        self._heard = time.monotonic()
         return bytes(buf)
+
+    def heard_lately(self) -> None:
+        """Before the serve loop: take in the beacon's messages (they say nothing else), or raise MasterGone."""
+        while self.poll() is not None:
+            pass
+
+    def _check_master(self) -> None:
+        if self.master_timeout and time.monotonic() - self._heard > self.master_timeout:
+            raise MasterGone(f"rank 0 (the master) has sent nothing for {self.master_timeout:g} s "
+                             "(heartbeat_timeout): it is gone or hung")
 
     def send(self, data: bytes) -> None:
         request = self.comm.Isend([data, MPI.BYTE], dest=self.master, tag=TAG)

@@ -19,6 +19,9 @@ import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import select
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -63,3 +66,41 @@ def forkserver_context(threads: int, preload: Sequence[str]) -> Any:
             multiprocessing.forkserver.ensure_running()
         _forkserver_threads = threads
     return context
+
+
+def exit_when_gone(pid: int, what: str, code: int = 1) -> None:
+    """End this process (``os._exit``) as soon as process ``pid`` -- ``what`` it works for -- has ended.
+
+    A worker whose master was killed (``kill -9``, a crashed node's job step) or a QC child whose
+    worker was must not live on, orphaned, running tasks nobody will read: not while it starts,
+    nor in the middle of a three-hour task. The pipe between them closes too, but a process only
+    notices that when it next reads; this notices at once, at every stage. A thread waits on a
+    pidfd (Linux >= 5.3: readable when the process ends), without cost; elsewhere it looks once a
+    second. Nothing is lost: whoever would have taken this process's results is gone.
+    """
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(code)  # gone already
+    except (AttributeError, OSError):
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(code)  # nothing else: this may run while the interpreter is already shutting down
+
+    threading.Thread(target=watch, name="mbe_mpi-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -19,7 +19,10 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pydantic
 import qcengine
+from qcelemental.exceptions import ValidationError as QCElementalValidationError
 from qcengine.exceptions import QCEngineException
 from qcengine.util import environ_context, handle_output_metadata
 from qcmanybody import ManyBodyCore
@@ -197,6 +200,19 @@ def _empty(path: str) -> None:
                     os.unlink(entry.path)
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _non_finite(properties: Any) -> str | None:
+    """Which of the returned energy, gradient or Hessian has a NaN or an infinity (None: all finite)."""
+    for name in ("energy", "gradient", "hessian"):
+        value = getattr(properties, f"return_{name}", None)
+        if value is not None and not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            return name
+    return None
+
+
 def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
     """Build the fragment molecule, run the QC program, and package the outcome (never raises)."""
     start = time.perf_counter()
@@ -212,11 +228,16 @@ def run_task(ctx: WorkerContext, task: TaskSpec) -> ResultMessage:
         atomic_input = build_atomic_input(molecule, spec["program"], spec["specification"])
         with task_scratch(ctx, task) as scratch:
             result = ctx.programs.compute(atomic_input, spec["program"], scratch)
+    except (pydantic.ValidationError, QCElementalValidationError) as exc:  # the input, not mbe_mpi, is at fault
+        return failure("input", one_line(f"the fragment molecule or QC input is invalid: {exc}"), traceback.format_exc())
     except Exception as exc:
         return failure("internal", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     if isinstance(result, ProgramError):
         return failure(result.kind, result.message.strip().splitlines()[-1] if result.message else "", result.message)
     props = result.properties
+    broken = _non_finite(props)
+    if broken:  # a program that "succeeds" with NaN must never reach the assembly (nor the checkpoint)
+        return failure("nonfinite_result", f"the QC program returned a non-finite {broken} (NaN or infinity)")
     return ResultMessage(
         task.task_id,
         ctx.rank,

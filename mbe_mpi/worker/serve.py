@@ -44,7 +44,7 @@ class _Serving:
         self.last_sent = time.monotonic()
         self.done = False
         self.handlers = {JobMessage: self._on_job, TaskMessage: self._on_tasks, StealMessage: self._on_steal,
-                         ShutdownMessage: self._on_shutdown}
+                         ShutdownMessage: self._on_shutdown, HeartbeatMessage: self._on_heartbeat}
 
     def send(self, message: Any) -> None:
         self.endpoint.send(encode(message))
@@ -58,6 +58,9 @@ class _Serving:
 
     def _on_tasks(self, message: TaskMessage) -> None:
         self.qc.add(message.tasks)
+
+    def _on_heartbeat(self, message: HeartbeatMessage) -> None:
+        pass  # the MPI master's sign of life (the endpoint noted it): nothing to do
 
     def _on_steal(self, message: StealMessage) -> None:
         self.send(StolenMessage(self.endpoint.rank, self.qc.take_back(message.count), self.job_id))
@@ -115,10 +118,10 @@ def serve(endpoint: WorkerEndpoint, qc: QCThread, *, max_idle_wait: float = 5e-3
     """
     # 100 us shortest look: shorter ones only steal the GIL (a sleep costs ~70 us on a VM anyway)
     backoff = Backoff(minimum=1e-4, maximum=max_idle_wait)
-    qc.wait_started()
-    state = _Serving(endpoint, qc, heartbeat_interval)
-    state.send(ReadyMessage(endpoint.rank))
     try:
+        qc.wait_started()
+        state = _Serving(endpoint, qc, heartbeat_interval)
+        state.send(ReadyMessage(endpoint.rank))  # inside: a master gone by now still gets the QC child stopped
         while True:
             state.heartbeat()
             active = state.read_messages()

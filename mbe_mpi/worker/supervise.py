@@ -25,6 +25,7 @@ from typing import Any
 
 from ..plan import task_label
 from ..protocol import JobMessage, ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
+from ..transports.processes import exit_when_gone
 from .execute import prepare_qc_process
 from .executors import JobContexts, QCThread, startup_failure
 from .init import WorkerInit
@@ -42,8 +43,12 @@ def _address_space() -> int:
         return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: WorkerInit) -> None:
-    """The child: get ready (plugins, QCEngine), then run tasks of the current JOB until the pipe closes."""
+def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: WorkerInit, worker: int) -> None:
+    """The child: get ready (plugins, QCEngine), then run tasks of the current JOB until the pipe closes.
+
+    It ends at once when its worker (process ``worker``) does, even in the middle of a task.
+    """
+    exit_when_gone(worker, "its worker")
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
         signal.signal(sig, signal.SIG_IGN)
     for fd in init.close_fds:  # a forked child must not hold its parent's link to the master open:
@@ -151,7 +156,7 @@ class QCChild(QCThread):
         init = self._init
         if context.get_start_method() == "fork":  # the forked child must not keep our end open either
             init = dataclasses.replace(init, close_fds=(*init.close_fds, parent_end.fileno()))
-        self._proc = context.Process(target=_child_main, args=(child_end, self.rank, init),
+        self._proc = context.Process(target=_child_main, args=(child_end, self.rank, init, os.getpid()),
                                            name=f"mbe_mpi-qc-{self.rank}", daemon=True)
         self._proc.start()
         child_end.close()

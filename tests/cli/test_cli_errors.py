@@ -24,6 +24,16 @@ def _yaml_like(**changes):
     return json.dumps(data)
 
 
+def _qcschema_water4(**molecule) -> str:
+    """The issue's water4_bad_mult.json kind of file: a QCSchema ManyBodyInput as model_dump_json writes it."""
+    from ..conftest import cluster_molecule, manybody_input
+
+    data = json.loads(manybody_input(cluster_molecule(4), specification={
+        "program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None}}).model_dump_json())
+    data["molecule"].update(molecule)
+    return json.dumps(data).replace('"@NaN"', "NaN")
+
+
 # name -> (file name, file text, flags, expected substring of the one-line message)
 BAD_INPUTS = {
     "missing-file": ("absent.yaml", None, [], "no such file"),
@@ -49,6 +59,12 @@ BAD_INPUTS = {
     "nonsense-execution": ("e.json", _yaml_like(execution={"n_workers": 0}), [], "n_workers"),
     "unknown-execution-option": ("x.json", _yaml_like(execution={"n_worker": 2}), [], "n_worker"),
     "nonsense-flag": ("ok.json", _yaml_like(), ["--threads-per-task", "0"], "threads_per_task"),
+    "qcschema-impossible-multiplicity": ("water4_bad_mult.json", _qcschema_water4(fragment_multiplicities=[2, 1, 1, 1]),
+                                         [], "multiplicity must be odd"),
+    "qcschema-nan-coordinate": ("water4_nan.json", _qcschema_water4(geometry=["@NaN"] + [0.0] * 35), [],
+                                "not a finite position"),
+    "plugin-path-missing": ("ok.json", _yaml_like(), ["--plugin", "./no_such_site.py"], "is not a file"),
+    "output-is-a-directory": ("ok.json", _yaml_like(), ["-o", "."], "is a directory"),
 }
 
 
@@ -153,3 +169,30 @@ def test_unknown_plugin_is_an_input_error(tmp_path):
     (tmp_path / "ok.json").write_text(_yaml_like())
     proc = run_cli(["ok.json", "--plugin", "no_such_site_module"], ranks=3, cwd=tmp_path)
     _assert_one_line_error(proc, "no_such_site_module", 0)
+
+
+def test_plugin_given_as_a_path_runs_on_every_rank(tmp_path):
+    from qcmanybody.models.v2 import ManyBodyResult
+
+    from ..conftest import cluster_molecule, manybody_input
+
+    (tmp_path / "site.py").write_text((DATA / "plugins" / "site_harness.py").read_text())
+    spec = {"program": "sitepair", "driver": "energy", "model": {"method": "pairs", "basis": None}}
+    path = tmp_path / "plugin.json"
+    path.write_text(manybody_input(cluster_molecule(3), bsse=["nocp"], specification=spec).model_dump_json())
+    proc = run_cli([str(path), "-o", "out.json", "--plugin", "./site.py"], ranks=3, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ManyBodyResult.model_validate_json((tmp_path / "out.json").read_text()).success
+
+
+def test_a_qc_program_returning_nan_fails_the_task_and_never_the_result(tmp_path):
+    from ..conftest import cluster_molecule, manybody_input
+
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"fault": {"kind": "nan", "when_natoms_real": 6}}}
+    path = tmp_path / "nan.json"
+    path.write_text(manybody_input(cluster_molecule(3), bsse=["nocp"], specification=spec).model_dump_json())
+    proc = run_cli([str(path), "-o", "out.json", "--n-workers", "2"], cwd=tmp_path, env={})
+    assert proc.returncode == 1, proc.stderr
+    assert "[nonfinite_result] the QC program returned a non-finite energy" in proc.stderr
+    assert not (tmp_path / "out.json").exists()

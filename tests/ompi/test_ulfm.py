@@ -35,24 +35,44 @@ def _open_mpi_mpirun() -> str:
     return path
 
 
-def test_rank_killed_by_a_signal_is_survived_with_ulfm(tmp_path):
+def _rank_processes(launcher: subprocess.Popen, ranks: tuple[str, ...]) -> list[psutil.Process]:
+    """The rank processes themselves (``python -m mbe_mpi``), not their forkservers, which share the environment."""
+    return [p for p in psutil.Process(launcher.pid).children(recursive=True)
+            if p.environ().get("OMPI_COMM_WORLD_RANK") in ranks and p.cmdline()[1:3] == ["-m", "mbe_mpi"]]
+
+
+def _launch(tmp_path, ranks: int) -> tuple[subprocess.Popen, object]:
     mpirun = _open_mpi_mpirun()
     data = json.loads(_input(0.05).model_dump_json())
     data["execution"] = {"heartbeat_interval": 0.5, "heartbeat_timeout": 20}
     case = tmp_path / "case.json"
     case.write_text(json.dumps(data))
     out = tmp_path / "out.json"
-    checkpoint = tmp_path / "out.checkpoint.sqlite"
-    command = [mpirun, "--with-ft", "ulfm", "--oversubscribe", "-n", "4", sys.executable, "-m", "mbe_mpi",
+    command = [mpirun, "--with-ft", "ulfm", "--oversubscribe", "-n", str(ranks), sys.executable, "-m", "mbe_mpi",
                str(case), "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1", **ROOT_OK})
+    _wait_for_results(proc, tmp_path / "out.checkpoint.sqlite", 20)
+    return proc, out
 
-    _wait_for_results(proc, checkpoint, 20)
-    ranks = [p for p in psutil.Process(proc.pid).children(recursive=True)
-             if p.environ().get("OMPI_COMM_WORLD_RANK") == "2" and "mbe_mpi" in " ".join(p.cmdline())]
+
+def test_rank_killed_by_a_signal_is_survived_with_ulfm(tmp_path):
+    proc, out = _launch(tmp_path, 4)
+    ranks = _rank_processes(proc, ("2",))
     assert len(ranks) == 1, ranks
     ranks[0].send_signal(signal.SIGKILL)
     result, stderr = _finish(proc, out)  # exit 0, and exactly QCManyBody's sequential result
     assert "worker 2 is lost" in stderr
     assert result.extras["mbe_mpi"]["lost_workers"] == [2]
+
+
+def test_two_ranks_killed_at_the_same_moment_are_survived_with_ulfm(tmp_path):
+    """A node taking its ranks with it: ranks 2 and 3 of 5 get SIGKILL at once; the other two finish, exactly."""
+    proc, out = _launch(tmp_path, 5)
+    victims = _rank_processes(proc, ("2", "3"))
+    assert len(victims) == 2, victims
+    for victim in victims:
+        victim.send_signal(signal.SIGKILL)
+    result, stderr = _finish(proc, out)  # exit 0, and exactly QCManyBody's sequential result
+    assert "worker 2 is lost" in stderr and "worker 3 is lost" in stderr
+    assert sorted(result.extras["mbe_mpi"]["lost_workers"]) == [2, 3]

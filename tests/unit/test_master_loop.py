@@ -15,7 +15,7 @@ import pytest
 
 from mbe_mpi.backoff import ArrivalRate
 from mbe_mpi.costs import CostModel
-from mbe_mpi.master import GOODBYE_TIMEOUT, Master, shut_down
+from mbe_mpi.master import GOODBYE_TIMEOUT, LivenessSettings, Master, RunObserver, shut_down
 from mbe_mpi.plan import Task, build_plan
 from mbe_mpi.protocol import (
     GoodbyeMessage,
@@ -251,6 +251,25 @@ def test_hold_follows_the_shortest_measured_task_of_a_shape():
     assert sched.hold_time(cap=1.0) == pytest.approx(0.01)
 
 
+def test_a_worker_not_started_by_the_startup_deadline_is_lost_and_its_share_done_by_the_others(clock):
+    plan, tasks = _trimer_tasks()
+    tasks = _repeat(tasks, 5)  # ~7 s of work for the two workers that start
+    workers = VirtualWorkers(clock, 3, _duration)
+    workers.start_late(3, at=clock.now + 1000.0)
+    settings = LivenessSettings(heartbeat_timeout=60.0, startup_deadline=clock.now + 2.0, startup_timeout=2.0)
+    lost = []
+
+    class Lost(RunObserver):
+        def worker_lost(self, worker, why):
+            lost.append((worker, why, clock.now))
+
+    master = Master(workers, plan, tasks=tasks, policy=SchedulePolicy(), clock=clock, liveness=settings,
+                    observer=Lost())
+    assert len(master.run()) == len(tasks)
+    assert [(worker, why) for worker, why, _ in lost] == [(3, "it did not start within startup_timeout (2 s)")]
+    assert 2.0 < lost[0][2] < 4.0  # from the deadline on, not after heartbeat_timeout on top
+
+
 def test_master_takes_in_everything_a_worker_sent_before_its_goodbye(clock):
     """Under MPI a message never received makes MPI_Finalize fail, and mpiexec then kills the job."""
     plan, tasks = _trimer_tasks()
@@ -265,10 +284,18 @@ def test_master_takes_in_everything_a_worker_sent_before_its_goodbye(clock):
 def test_a_worker_still_starting_is_waited_for_and_a_silent_one_is_not_forever(clock):
     plan, tasks = _trimer_tasks()
     workers = VirtualWorkers(clock, 2, _duration)
-    workers.start_late(2, at=40.0)  # READY only long after the work is done
+    workers.start_late(2, at=clock.now + 5.0)  # READY just after the work is done
     results = run_master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy())
-    assert len(results) == 3 and clock.now >= 40.0  # its READY was received, then its GOODBYE
+    assert len(results) == 3 and clock.now >= 5.0  # its READY was received, then its GOODBYE
     assert not workers.in_flight
+
+    workers = VirtualWorkers(clock, 2, _duration)
+    workers.start_late(2, at=clock.now + 400.0)  # hung while starting: the run ends within seconds of its work
+    started = clock.now
+    master = Master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy(), clock=clock)
+    assert len(master.run()) == 3
+    silent = shut_down(workers, master.remaining_workers, started=master.started, clock=clock)
+    assert silent == {2} and clock.now - started < GOODBYE_TIMEOUT + 2  # treated as lost, not waited for
 
     workers = VirtualWorkers(clock, 2, _duration)
     workers.silent = {1}

@@ -106,3 +106,29 @@ def test_keep_scratch_gives_every_task_a_folder_that_stays(tmp_path):
     ctx.close()
     assert paths[0] != paths[1]
     assert [(Path(p) / "out.log").read_text() for p in paths] == ["0", "1"]
+
+
+def test_an_invalid_task_molecule_is_an_input_error_not_internal(monkeypatch):
+    from qcelemental.exceptions import ValidationError
+
+    mbi = manybody_input(cluster_molecule(2), bsse=["nocp"], specification={
+        "program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None}})
+    ctx = WorkerContext.build(mbi, rank=1, threads=1, memory_gib=1.0)
+
+    def invalid(real, basis):
+        raise ValidationError("Inconsistent or unspecified chg/mult")
+
+    monkeypatch.setattr(ctx.fragments, "molecule", invalid)
+    result = run_task(ctx, TaskSpec(0, 0, (1,), (1,)))
+    assert result.error.kind == "input" and "Inconsistent or unspecified chg/mult" in result.error.message
+
+
+def test_a_non_finite_result_fails_the_task():
+    mbi = manybody_input(cluster_molecule(2), driver="gradient", bsse=["nocp"], specification={
+        "program": "synthetic", "driver": "gradient", "model": {"method": "synthetic", "basis": None},
+        "keywords": {"fault": {"kind": "nan", "when_natoms_real": 3}}})
+    ctx = WorkerContext.build(mbi, rank=1, threads=1, memory_gib=1.0)
+    result = run_task(ctx, TaskSpec(0, 0, (1,), (1,)))
+    assert not result.ok and result.error.kind == "nonfinite_result"
+    assert "non-finite energy" in result.error.message
+    assert run_task(ctx, TaskSpec(2, 0, (1, 2), (1, 2))).ok  # the dimer is not selected
