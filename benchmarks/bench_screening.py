@@ -19,6 +19,8 @@ Usage (from the repository root)::
     python benchmarks/bench_screening.py --waters 20 --max-nbody 3      # one case, every setting
     python benchmarks/bench_screening.py --waters 32 --max-nbody 4 --json results.jsonl
     python benchmarks/bench_screening.py --pyscf                         # (H2O)10 HF/6-31G cp 3-body
+    python benchmarks/bench_screening.py --waters 32 --max-nbody 4 --json results.jsonl --reuse-full \\
+        --settings energy                                                # one more setting, same full run
     python benchmarks/bench_screening.py --table results.jsonl           # the tables of saved runs
 """
 
@@ -46,19 +48,23 @@ GFN2 = {"program": "tblite", "method": "gfn2-xtb"}
 #: setting -> screening section (rules above the case's max_nbody are dropped); None: the full expansion
 XTB_SETTINGS: dict[str, dict[str, Any] | None] = {
     "full": None,
-    "distance": {"distance": {2: 7.0, 3: 5.0, 4: 4.0}},
+    "distance": {"distance": {2: 8.0, 3: 6.0, 4: 4.5}},
     "distance, tight": {"distance": {2: 5.0, 3: 4.0, 4: 3.0}},
     "energy": {"energy": {3: 1.0e-3, 4: 2.0e-4}},
     "energy, tight": {"energy": {3: 2.0e-3, 4: 5.0e-4}},
-    "distance + energy": {"distance": {2: 7.0, 3: 5.0, 4: 4.0}, "energy": {3: 1.0e-3, 4: 2.0e-4}},
-    "GFN1 prescreen": {"distance": {2: 7.0}, "prescreen": {"model": GFN1,
-                                                            "threshold": {2: 1.0e-4, 3: 1.0e-4, 4: 2.0e-5}}},
+    "energy, loose": {"energy": {3: 1.0e-4, 4: 5.0e-5}},
+    "distance + energy": {"distance": {2: 8.0}, "energy": {3: 5.0e-4, 4: 2.0e-4}},
+    "GFN1 prescreen": {"distance": {2: 8.0, 3: 6.0, 4: 5.0},
+                       "prescreen": {"model": GFN1, "threshold": {2: 1.0e-5, 3: 5.0e-5, 4: 5.0e-5}}},
+    "GFN1 prescreen, tight": {"distance": {2: 8.0},
+                              "prescreen": {"model": GFN1, "threshold": {2: 1.0e-4, 3: 1.0e-4, 4: 2.0e-5}}},
 }
 PYSCF_SETTINGS: dict[str, dict[str, Any] | None] = {
     "full": None,
     "distance": {"distance": {2: 5.0, 3: 4.0}},
     "GFN2 prescreen": {"prescreen": {"model": GFN2, "threshold": {2: 1.0e-4, 3: 1.0e-4}}},
     "GFN2 prescreen, tight": {"prescreen": {"model": GFN2, "threshold": {2: 3.0e-4, 3: 3.0e-4}}},
+    "GFN2 prescreen, loose": {"prescreen": {"model": GFN2, "threshold": {2: 3.0e-5, 3: 3.0e-5}}},
 }
 
 
@@ -105,17 +111,22 @@ def record(name: str, outcome, full: dict[str, Any] | None, waters: int) -> dict
     return row
 
 
-def run_case(waters: int, max_nbody: int, model: dict[str, Any], bsse: str,
-             settings: dict[str, dict[str, Any] | None], only: list[str] | None) -> list[dict[str, Any]]:
+def case_of(waters: int, max_nbody: int, model: dict[str, Any], bsse: str) -> dict[str, Any]:
+    name = f"{model['program']} {model['method']}" + (f"/{model['basis']}" if model.get("basis") else "")
+    return {"waters": waters, "max_nbody": max_nbody, "model": name, "bsse": bsse}
+
+
+def run_case(case: dict[str, Any], model: dict[str, Any], settings: dict[str, dict[str, Any] | None],
+             only: list[str] | None, full: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every setting of one case on one session; ``full``: the full run's record from an earlier run."""
     import mbe_mpi
 
-    data = friendly_input(waters, max_nbody, model, bsse)
-    rows: list[dict[str, Any]] = []
-    case = {"waters": waters, "max_nbody": max_nbody, "model": f"{model['program']} {model['method']}"
-            + (f"/{model['basis']}" if model.get("basis") else ""), "bsse": bsse}
+    data = friendly_input(case["waters"], case["max_nbody"], model, case["bsse"])
+    rows: list[dict[str, Any]] = [] if full is None else [full]
+    waters, max_nbody = case["waters"], case["max_nbody"]
     with mbe_mpi.Session(n_workers=2, checkpoint=False) as session:
         for name, screening in settings.items():
-            if only and name not in only and name != "full":
+            if (only and name not in only and name != "full") or (full is not None and name == "full"):
                 continue
             load = os.getloadavg()[0]
             outcome = session.run(data, screening=within(screening, max_nbody))
@@ -123,7 +134,16 @@ def run_case(waters: int, max_nbody: int, model: dict[str, Any], bsse: str,
                    "load_after": os.getloadavg()[0]}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    return rows
+    return rows if full is None else rows[1:]
+
+
+def saved_full(path: Path | None, case: dict[str, Any]) -> dict[str, Any] | None:
+    """The latest full run of ``case`` recorded in ``path`` (JSON lines), if any."""
+    if path is None or not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fulls = [row for row in rows if row["setting"] == "full" and all(row[key] == case[key] for key in case)]
+    return fulls[-1] if fulls else None
 
 
 def _levels_text(row: dict[str, Any], max_nbody: int) -> str:
@@ -166,6 +186,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="*", help="only these settings (and the full run)")
     parser.add_argument("--json", type=Path, help="append every setting's record to this file (JSON lines)")
     parser.add_argument("--table", type=Path, help="print the tables of the records in this file, run nothing")
+    parser.add_argument("--reuse-full", action="store_true",
+                        help="take the full run from --json (recorded earlier) instead of running it again")
     args = parser.parse_args()
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
@@ -173,13 +195,15 @@ def main() -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {WATER32}", flush=True)
     if args.pyscf:
         model = {"program": "pyscf", "method": "hf", "basis": "6-31g", "keywords": {"conv_tol": 1e-10}}
-        rows = run_case(10, 3, model, "cp", PYSCF_SETTINGS, args.settings)
+        case, settings = case_of(10, 3, model, "cp"), PYSCF_SETTINGS
     else:
-        rows = run_case(args.waters, args.max_nbody, GFN2, "nocp", XTB_SETTINGS, args.settings)
+        model, case, settings = GFN2, case_of(args.waters, args.max_nbody, GFN2, "nocp"), XTB_SETTINGS
+    full = saved_full(args.json, case) if args.reuse_full else None
+    rows = run_case(case, model, settings, args.settings, full)
     if args.json:
         with args.json.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
-    print(table(rows))
+    print(table(([full] if full else []) + rows))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,17 @@ def _synthetic(n_waters, bsse, driver="energy", max_nbody=3, **keywords):
 
 
 def _props(mbi):
-    return ("energy", "gradient") if mbi.specification.driver.value == "gradient" else ("energy",)
+    return {"energy": ("energy",), "gradient": ("energy", "gradient"),
+            "hessian": ("energy", "gradient", "hessian")}[mbi.specification.driver.value]
+
+
+def _multilevel_hessian():
+    """Three model chemistries (one per level: the synthetic cost keywords make them distinct), Hessians."""
+    def spec(**keywords):
+        return {"program": "synthetic", "driver": "hessian", "model": {"method": "synthetic", "basis": None},
+                "keywords": keywords}
+    return manybody_input(cluster_molecule(5), driver="hessian", bsse=["vmfc", "nocp"], levels={1: "a", 2: "b", 3: "c"},
+                          specification={"a": spec(), "b": spec(seconds=0.0), "c": spec(exponent=1.0)})
 
 
 def _case(tmp_path, mbi, screening, name="case.json", execution=None):
@@ -59,6 +69,7 @@ CLI_CASES = {
     # distance at both levels and an energy rule that skips trimers, three treatments at once
     "energy-nocp-cp-vmfc": (_synthetic(7, ["nocp", "cp", "vmfc"]), {"distance": {2: 4.5, 3: 4.0}, "energy": {3: 0.18}}),
     "gradient-cp-vmfc": (_synthetic(6, ["cp", "vmfc"], "gradient"), {"distance": {2: 4.5}, "energy": {3: 0.12}}),
+    "hessian-multilevel-vmfc-nocp": (_multilevel_hessian(), {"distance": {2: 4.5, 3: 4.0}, "energy": {3: 0.15}}),
 }
 
 
