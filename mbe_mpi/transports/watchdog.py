@@ -6,8 +6,11 @@ signal handler never runs while a C call holds the interpreter, and a thread can
 from it. What can act is another process: a tiny interpreter (``python -S``, milliseconds) that
 waits on a pipe from this rank. When MPI is up the rank closes the pipe and the watchdog exits; if
 the rank dies first, the pipe closes too. If neither happens within the timeout, the watchdog
-kills its rank with SIGKILL (rank 0's prints the message first: one line for the job, not one
-per rank), and once every rank that waits in ``MPI_Init`` is gone the launcher ends the job.
+kills its rank with SIGKILL, and once a rank that waits in ``MPI_Init`` is gone the launcher ends
+the job. Rank 0's watchdog acts first and prints the message: one line for the job. The other
+ranks' watchdogs wait ``LATER`` seconds more: had one of them acted at the same moment, the
+launcher could end the job (rank 0's watchdog with it) before that line was written. They act only
+when rank 0 cannot (its node is down), and then say so themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
+
+LATER = 5.0  # seconds the watchdogs of ranks other than 0 wait beyond the timeout
 
 _WATCHDOG = """\
 import os, select, signal, sys
@@ -44,9 +49,10 @@ def mpi_start_watchdog(timeout: float | None, rank: int) -> Iterator[None]:
         return
     import os
 
-    text = message(timeout) if rank == 0 else ""
+    text = message(timeout) if rank == 0 else message(timeout).replace("mbe_mpi:", f"mbe_mpi[rank {rank}]:", 1)
+    wait = timeout if rank == 0 else timeout + LATER
     try:
-        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), str(timeout), text],
+        watchdog = subprocess.Popen([sys.executable, "-S", "-c", _WATCHDOG, str(os.getpid()), str(wait), text],
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     except OSError:  # no watchdog is better than no run
         yield
