@@ -11,3 +11,6 @@ HARTREE_TO_KCAL = 627.5094737775373
 
 #: conversion_factor("bohr", "angstrom")
 BOHR_TO_ANGSTROM = constants.bohr2angstroms
+
+#: conversion_factor("angstrom", "bohr")
+ANGSTROM_TO_BOHR = 1 / constants.bohr2angstroms

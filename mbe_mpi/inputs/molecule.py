@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qcelemental import constants, periodictable
+from qcelemental import periodictable
 from qcelemental.models.v2 import Molecule
 
 from ..errors import InputError
+from ..units import ANGSTROM_TO_BOHR
 from .load import read_text
 from .text import check_keys, error_text, formula, is_float, is_index, is_number, one_line, show, type_name
 from .validate import check_electrons, check_fragments, check_geometry
@@ -27,8 +28,6 @@ MOLECULE_KEYS = (
 )
 UNITS = ("angstrom", "bohr")
 
-# equal to conversion_factor("angstrom", "bohr") (a unit test checks), without loading pint at start-up
-ANGSTROM_TO_BOHR = 1 / constants.bohr2angstroms
 
 # symbol (upper case) -> (canonical symbol, Z); "X" (dummy, Z=0) is no element
 ELEMENTS = {sym.upper(): (sym, z) for z, sym in enumerate(periodictable.E) if z > 0}

@@ -8,9 +8,10 @@ import numpy as np
 from qcmanybody.models.v2 import ManyBodyInput
 
 from ..errors import InputError
+from ..units import BOHR_TO_ANGSTROM
 from .molecule import ELEMENTS, lowest_multiplicity
 from .text import error_text, one_line
-from .validate import BOHR_TO_ANGSTROM, check_electrons, check_fragments, check_geometry
+from .validate import check_electrons, check_fragments, check_geometry
 
 QCSCHEMA_NAME = "qcschema_many_body_input"
 QCSCHEMA_V1_NAME = "qcschema_manybodyinput"

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pydantic
-from qcelemental import constants
 from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.v2.computer import ManyBodyComputer
 
 from ..errors import InputError
 from ..harnesses import check_model_chemistry
+from ..units import BOHR_TO_ANGSTROM
 from .screening import check_screening
 from .text import error_text, formula, one_line, prefix, short_list
 
@@ -29,8 +29,6 @@ SINGLE_MODEL_LABEL = "(auto)"
 MIN_DISTANCE_ANGSTROM = 0.1
 #: coordinates beyond this (Angstrom) are a mistake too: distances between them lose all precision
 MAX_COORDINATE_ANGSTROM = 1.0e5
-# equal to conversion_factor("bohr", "angstrom"), without loading pint (~0.25 s) at every start-up
-BOHR_TO_ANGSTROM = constants.bohr2angstroms
 
 
 def check_fragments(fragments: list[list[int]], natom: int, where: str = "") -> None:
