@@ -114,7 +114,8 @@ def test_cache_write_failing_warns_once_and_the_run_carries_on(tmp_path):
 
 
 def test_a_second_run_on_the_same_checkpoint_is_refused_at_once(tmp_path):
-    case, out = _case(tmp_path, seconds=0.1), tmp_path / "out.json"
+    # 1 s tasks: the first run still has ~19 s of work when the second two start, however loaded the machine
+    case, out = _case(tmp_path, seconds=1.0), tmp_path / "out.json"
     args = [str(case), "-o", str(out), "--n-workers", "2"]
     first = subprocess.Popen([sys.executable, "-m", "mbe_mpi", *args, "--no-progress"], cwd=REPO, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -125,6 +126,7 @@ def test_a_second_run_on_the_same_checkpoint_is_refused_at_once(tmp_path):
         time.sleep(0.05)
     for extra in ([], ["--fresh"]):  # not even --fresh may take another run's checkpoint away
         second = run_cli([*args, *extra], cwd=tmp_path, timeout=60)
+        assert first.poll() is None, "the first run ended before the second was tried: the test proves nothing"
         _one_line(second, 2, "another run is using the checkpoint", f"{checkpoint}.lock")
     _, stderr = first.communicate(timeout=120)
     assert first.returncode == 0, stderr
