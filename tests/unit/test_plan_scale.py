@@ -95,3 +95,14 @@ def test_progress_counts_levels_without_a_pass_per_task_in_python():
     reused = {task.index for task in plan.tasks[:20]}
     resumed = Progress(plan.tasks, reused, 2, tty=False)
     assert sum(resumed.reused.values()) == 20 == sum(resumed.done.values())
+
+
+def test_labels_with_bases_longer_than_the_directly_hashed_ones_equal_iterate_molecules():
+    """Counterpoise bases over 8 fragments are de-duplicated by a number per basis: the same tasks, same order."""
+    from qcmanybody.utils import labeler
+
+    n = 2 * mbe_mpi.plan._HASHED_BASIS  # cp's basis is every fragment: above the directly hashed length
+    core = build_plan(_helium(n, ["cp", "nocp", "vmfc"])).core
+    ours = [labeler(mc, real, basis) for mc, real, basis in mbe_mpi.plan.iter_labels(core)]
+    assert ours == [label for _, label, _ in core.iterate_molecules()]
+    assert len(ours) == len(set(ours)) and any(len(basis) == n for _, _, basis in mbe_mpi.plan.iter_labels(core))
