@@ -159,6 +159,9 @@ def atomic_specifications(computer: ManyBodyComputer) -> dict[str, dict[str, Any
     return specifications
 
 
+_HASHED_BASIS = 8  # basis tuples up to this length are compared by value directly (cheap)
+
+
 def iter_labels(core: ManyBodyCore) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
     """(model chemistry, real fragments, basis fragments) in ``iterate_molecules()`` order, no Molecules.
 
@@ -188,9 +191,6 @@ def iter_labels(core: ManyBodyCore) -> Iterator[tuple[str, tuple[int, ...], tupl
                     continue
                 done.add(item)
                 yield mc, tuple(real), tuple(basis)
-
-
-_HASHED_BASIS = 8  # basis tuples up to this length are compared by value directly (cheap)
 
 
 @contextlib.contextmanager

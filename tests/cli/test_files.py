@@ -114,7 +114,7 @@ def test_cache_write_failing_warns_once_and_the_run_carries_on(tmp_path):
 
 
 def test_a_second_run_on_the_same_checkpoint_is_refused_at_once(tmp_path):
-    # 1 s tasks: the first run still has ~19 s of work when the second two start, however loaded the machine
+    # 1 s tasks: the first run still has ~19 s of work while both refused runs are tried, however loaded the machine
     case, out = _case(tmp_path, seconds=1.0), tmp_path / "out.json"
     args = [str(case), "-o", str(out), "--n-workers", "2"]
     first = subprocess.Popen([sys.executable, "-m", "mbe_mpi", *args, "--no-progress"], cwd=REPO, text=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from qcelemental.models.v2 import Molecule
+from qcmanybody.utils import labeler
 
 import mbe_mpi.hashing
 import mbe_mpi.plan
@@ -99,8 +100,6 @@ def test_progress_counts_levels_without_a_pass_per_task_in_python():
 
 def test_labels_with_bases_longer_than_the_directly_hashed_ones_equal_iterate_molecules():
     """Counterpoise bases over 8 fragments are de-duplicated by a number per basis: the same tasks, same order."""
-    from qcmanybody.utils import labeler
-
     n = 2 * mbe_mpi.plan._HASHED_BASIS  # cp's basis is every fragment: above the directly hashed length
     core = build_plan(_helium(n, ["cp", "nocp", "vmfc"])).core
     ours = [labeler(mc, real, basis) for mc, real, basis in mbe_mpi.plan.iter_labels(core)]
