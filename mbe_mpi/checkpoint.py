@@ -279,7 +279,7 @@ class Journal:
         Stores that are empty (a first run) need no hash yet: hashing millions of tasks, each over
         every fragment of its basis, would delay the first dispatch by many seconds for nothing.
         """
-        if self.hasher is None or not (self._has_results(self.checkpoint) or self._has_results(self.cache)):
+        if not self.may_reuse():
             return {}
         self.hashes = [self.hasher(task) for task in self.plan.tasks]
         need_atomic = keeps_cluster_results(self.plan.computer.input_data)
@@ -309,6 +309,10 @@ class Journal:
                     self.from_cache += 1
                     self.sources[task.index] = "cache"
         return reused
+
+    def may_reuse(self) -> bool:
+        """Whether anything on disk may be reused (a store with results); False for a first run."""
+        return self.hasher is not None and (self._has_results(self.checkpoint) or self._has_results(self.cache))
 
     @staticmethod
     def _has_results(store: ResultStore | None) -> bool:

@@ -25,9 +25,12 @@ from typing import Any
 
 from qcelemental import periodictable
 from qcmanybody import ManyBodyCore
+from qcmanybody.builder import build_nbody_compute_list
 from qcmanybody.models.v2 import ManyBodyInput
 from qcmanybody.utils import labeler
 from qcmanybody.v2.computer import ManyBodyComputer
+
+FragBasIndex = tuple[tuple[int, ...], tuple[int, ...]]  # QCManyBody's (real, basis) fragments of a task
 
 # Rough scaling of cost with the number of basis functions, by method family; only the *relative*
 # cost of tasks of one level matters for ordering, so a coarse exponent is enough.
@@ -162,39 +165,77 @@ def atomic_specifications(computer: ManyBodyComputer) -> dict[str, dict[str, Any
 _HASHED_BASIS = 8  # basis tuples up to this length are compared by value directly (cheap)
 
 
-def iter_labels(core: ManyBodyCore) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+def iter_labels(core: ManyBodyCore, chunks: Iterable[tuple[str, Iterable[FragBasIndex]]] | None = None,
+                ) -> Iterator[tuple[str, tuple[int, ...], tuple[int, ...]]]:
     """(model chemistry, real fragments, basis fragments) in ``iterate_molecules()`` order, no Molecules.
 
-    The same loop and the same de-duplication as ``ManyBodyCore.iterate_molecules``; a unit test
-    checks the two agree label for label. Two labels of one model chemistry are equal exactly when
-    their (real, basis) tuples are, so those are compared instead of the JSON label strings: no
-    string per task is built or kept (a counterpoise label of 200 fragments is ~800 characters),
-    and the tuples yielded are QCManyBody's own, shared (every counterpoise task of a model
-    chemistry has the same basis tuple).
+    The same loop and the same de-duplication as ``ManyBodyCore.iterate_molecules``, over
+    ``chunks`` (default: QCManyBody's compute map, see :func:`compute_lists`); a unit test checks
+    the two agree label for label. Two labels of one model chemistry are equal exactly when their
+    (real, basis) tuples are, so those are compared instead of the JSON label strings: no string
+    per task is built or kept (a counterpoise label of 200 fragments is ~800 characters), and the
+    tuples yielded are QCManyBody's own, shared (every counterpoise task of a model chemistry has
+    the same basis tuple).
+    """
+    current = None
+    for mc, compute_list in compute_lists(core) if chunks is None else chunks:
+        if mc != current:  # de-duplication is per model chemistry, as in iterate_molecules
+            current = mc
+            done: set[tuple] = set()
+            # A long basis tuple (counterpoise: all fragments) is hashed once per distinct object, not
+            # once per task: a tuple does not cache its hash, and hashing 200 fragments twice per task
+            # was most of a counterpoise plan. Equal bases get one number (kept objects: no id is reused).
+            numbers: dict[int, tuple[int, tuple]] = {}
+            by_value: dict[tuple, int] = {}
+        for item in compute_list:
+            real, basis = item
+            if len(basis) > _HASHED_BASIS:
+                known = numbers.get(id(basis))
+                if known is None:
+                    known = numbers[id(basis)] = (by_value.setdefault(basis, len(by_value)), basis)
+                item = (real, known[0])
+            if item in done:
+                continue
+            done.add(item)
+            yield mc, tuple(real), tuple(basis)
+
+
+def compute_lists(core: ManyBodyCore) -> Iterator[tuple[str, set[FragBasIndex]]]:
+    """(model chemistry, one n-body level's compute list) in the order ``iterate_molecules`` reads them.
+
+    QCManyBody's own compute map (built and kept by the core, which its ``analyze`` reads again).
     """
     for mc, compute_dict in core.compute_map.items():
-        done: set[tuple] = set()
-        # A long basis tuple (counterpoise: all fragments) is hashed once per distinct object, not
-        # once per task: a tuple does not cache its hash, and hashing 200 fragments twice per task was
-        # most of a counterpoise plan. Equal bases get one number (kept objects: no id is reused).
-        numbers: dict[int, tuple[int, tuple]] = {}
-        by_value: dict[tuple, int] = {}
         for compute_list in compute_dict["all"].values():
-            for item in compute_list:
-                real, basis = item
-                if len(basis) > _HASHED_BASIS:
-                    known = numbers.get(id(basis))
-                    if known is None:
-                        known = numbers[id(basis)] = (by_value.setdefault(basis, len(by_value)), basis)
-                    item = (real, known[0])
-                if item in done:
-                    continue
-                done.add(item)
-                yield mc, tuple(real), tuple(basis)
+            yield mc, compute_list
+
+
+def levelwise_compute_lists(core: ManyBodyCore) -> Iterator[tuple[str, set[FragBasIndex]]]:
+    """The same as :func:`compute_lists`, each level's list built only when it is reached.
+
+    ``ManyBodyCore.compute_map`` is one call of QCManyBody's ``build_nbody_compute_list`` per model
+    chemistry, over all its levels at once: 3-10 s for a 200-fragment 3-body counterpoise plan
+    before the first task is known. The builder makes each level's set from that level alone (the
+    same insertions in the same order, hence the same set and the same iteration order), so one
+    call per level gives the monomers in milliseconds and the rest while they run. The supersystem
+    and supersystem-only interaction energies add to levels beyond their own; those inputs get the
+    whole map. A streamed plan is checked against the whole map, label for label
+    (:class:`PlanStream`), before anything is assembled from it.
+    """
+    supersystem = core.supersystem_ie_only or any("supersystem" in nbodies
+                                                  for nbodies in core.nbodies_per_mc_level.values())
+    if supersystem:
+        yield from compute_lists(core)
+        return
+    for mc, nbodies in core.nbodies_per_mc_level.items():
+        for nb in nbodies:
+            built = build_nbody_compute_list(core.bsse_type, core.nfragments, [nb], core.return_total_data,
+                                             core.supersystem_ie_only, core.max_nbody)
+            yield mc, built["all"][nb]
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """No cyclic garbage collection while millions of small objects are made that all stay alive.
 
     Each full collection walks every object made so far, and none of them is garbage: with the
@@ -234,11 +275,14 @@ def estimate_cost(basis: Sequence[int], weights: dict[int, float], scaling: floa
 def build_plan(mbi: ManyBodyInput, computer: ManyBodyComputer | None = None) -> Plan:
     """Plan an MBE: QCManyBody's computer and the task list, with a cost estimate per task."""
     computer = computer or make_computer(mbi)
-    with _collector_paused():
-        return _build_plan(computer)
+    with collector_paused():
+        tasks = list(make_tasks(computer, iter_labels(computer.qcmb_core)))
+    return Plan(computer=computer, model_chemistries=model_chemistries(computer.qcmb_core), tasks=tasks)
 
 
-def _build_plan(computer: ManyBodyComputer) -> Plan:
+def make_tasks(computer: ManyBodyComputer, labels: Iterable[tuple[str, tuple[int, ...], tuple[int, ...]]],
+               ) -> Iterator[Task]:
+    """One Task per label of :func:`iter_labels` (``index``: its position), with its expected cost."""
     core = computer.qcmb_core
     specs = computer.input_data.specification.specification
     names = model_chemistries(core)
@@ -248,10 +292,9 @@ def _build_plan(computer: ManyBodyComputer) -> Plan:
     # counterpoise tasks of a model chemistry share QCManyBody's one basis tuple: one cost sum over
     # it, not one per task (keyed by identity; the value keeps the tuple alive, so no id is reused)
     shared: dict[tuple[str, int], tuple[tuple[int, ...], float]] = {}
-    tasks = []
     # the same weight for every fragment (a homogeneous cluster): the cost depends on the basis size only
     by_size: dict[tuple[str, int], float] | None = {} if len(set(weights.values())) == 1 else None
-    for index, (mc, real, basis) in enumerate(iter_labels(core)):
+    for index, (mc, real, basis) in enumerate(labels):
         if by_size is not None:
             cost = by_size.get((mc, len(basis)))
             if cost is None:
@@ -263,5 +306,4 @@ def _build_plan(computer: ManyBodyComputer) -> Plan:
             if known is None:
                 known = shared[mc, id(basis)] = (basis, estimate_cost(basis, weights, scaling[mc]))
             cost = known[1]
-        tasks.append(Task(index, mc_index[mc], real, basis, cost))
-    return Plan(computer=computer, model_chemistries=names, tasks=tasks)
+        yield Task(index, mc_index[mc], real, basis, cost)

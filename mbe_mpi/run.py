@@ -30,7 +30,8 @@ from .harnesses import import_plugins, preload_modules
 from .inputs import attach_screening, parse_input, validate_manybody_input
 from .master import Completion, LivenessSettings, Master, Observers, RunObserver, shut_down
 from .options import ExecutionOptions, default_memory_per_task, usable_cores
-from .plan import Plan, Task, build_plan
+from .plan import Plan, Task, build_plan, make_computer
+from .plan_stream import PlanStream
 from .protocol import JobMessage, ResultMessage
 from .report import Progress, TaskTiming, timing_report
 from .scheduling import SchedulePolicy
@@ -103,28 +104,51 @@ class MasterSetup:
     journal: Journal
     reused: dict[int, ResultMessage]
     screened: ScreenedRun | None = None
+    stream: PlanStream | None = None  # the plan is still being built (a fresh, unscreened run)
 
     @classmethod
     def prepare(cls, prepare: Prepare) -> MasterSetup:
+        """Validate, start planning, open the journal, find what can be reused.
+
+        A fresh unscreened run streams its plan (:mod:`mbe_mpi.plan_stream`): its first tasks run
+        within seconds whatever the size. A resume waits for the whole plan (reuse needs every
+        task's hash), and so does a screened run (its rules read every level).
+        """
         mbi, options = prepare()
-        plan = build_plan(mbi)
         input_json = mbi.model_dump_json()
         rules = screening_of(mbi)
-        identity = with_screening(mbi, None).model_dump_json() if rules is not None else input_json
-        checkpoint = options.checkpoint if isinstance(options.checkpoint, str) else None
-        journal = Journal(plan, identity, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
-        reused = journal.reusable()
+        computer = make_computer(mbi)
+        stream = PlanStream(computer) if rules is None else None
+        plan = build_plan(mbi, computer) if stream is None else stream.plan
+        try:
+            identity = with_screening(mbi, None).model_dump_json() if rules is not None else input_json
+            checkpoint = options.checkpoint if isinstance(options.checkpoint, str) else None
+            journal = Journal(plan, identity, checkpoint=checkpoint, cache_dir=options.cache_dir, fresh=options.fresh)
+            if stream is not None and journal.may_reuse():  # a resume: reuse hashes every task
+                stream.wait()
+                stream = None
+            reused = journal.reusable()
+        except BaseException:
+            if stream is not None:
+                stream.cancel()
+            raise
         _log_reuse(journal, "QC results", checkpoint, options.cache_dir)
         screened = ScreenedRun(mbi, plan, rules, reused) if rules is not None else None
         if screened is not None and screened.prescreen is not None:
             cheap = journal.beside(screened.prescreen.plan)
             screened.prescreen.reuse(cheap.reusable())
             _log_reuse(cheap, "prescreen results", checkpoint, options.cache_dir)
-        return cls(mbi, input_json, options, plan, journal, reused, screened)
+        return cls(mbi, input_json, options, plan, journal, reused, screened, stream)
+
+    def abandon(self) -> None:
+        """The run ends early: close the journal (keeping the checkpoint) and stop planning."""
+        if self.stream is not None:
+            self.stream.cancel()
+        self.journal.close(completed=False)
 
     @property
     def todo(self) -> list[Task]:
-        """The tasks to compute (screened: the most, if energy rules skip nothing more)."""
+        """The tasks to compute (screened: the most, if energy rules skip nothing more; streamed: those planned)."""
         tasks = self.plan.tasks if self.screened is None or self.screened.expansion is None \
             else self.screened.upper_bound()
         return [task for task in tasks if task.index not in self.reused]
@@ -135,15 +159,21 @@ class MasterSetup:
     @property
     def count_text(self) -> str:
         """How many tasks the run computes, as the log says it (a screened run knows only the most)."""
-        return f"{len(self.todo)}" if self.screened is None else f"at most {len(self.todo)} (screened)"
+        if self.stream is not None:
+            return "the QC tasks (planned level by level as the first level runs)"
+        return f"{len(self.todo)} QC tasks" if self.screened is None else f"at most {len(self.todo)} QC tasks (screened)"
 
     @property
     def shown(self) -> list[Task]:
-        """What progress counts: every task, or the most a screened expansion may compute."""
+        """What progress counts: every task, or the most a screened expansion may compute (streamed: none yet)."""
+        if self.stream is not None:
+            return []
         return self.plan.tasks if self.screened is None else self.screened.upper_bound()
 
     def schedule(self, progress: Progress | None) -> dict[str, Any]:
         """The master's ``tasks``, or a screened expansion's ``levels`` (whose decisions ``progress`` hears of)."""
+        if self.stream is not None:
+            return {"stream": self.stream}
         if self.screened is None:
             return {"tasks": self.todo}
         return {"levels": self.screened.levels(progress.withdraw if progress is not None else None)}
@@ -164,6 +194,8 @@ class MasterSetup:
 
     def assemble(self, computed: Mapping[int, ResultMessage]) -> ManyBodyResult:
         """QCManyBody's result from what was computed now and what was reused (screened: and surrogates)."""
+        if self.stream is not None:
+            self.stream.wait()  # planned and checked against QCManyBody's compute map
         if self.screened is None:
             return assemble(self.plan, {**self.reused, **computed})
         needed, surrogates = self.screened.for_assembly(computed)
@@ -384,7 +416,8 @@ class WorkerPool:
                 halt = _halting(stop, setup)
                 if setup.screened is not None and setup.screened.prescreen is not None:
                     self._prescreen(setup, halt, progress, timing, started)
-                shown = self._progress(setup.shown, set(setup.reused)) if progress else None
+                shown = self._progress(setup.shown, set(setup.reused), planning=setup.stream is not None) \
+                    if progress else None
                 results = self._expansion(setup.plan, setup.options, setup.job, halt,
                                           [journaled, timing, shown, *setup.recorders()], started,
                                           **setup.schedule(shown))
@@ -394,16 +427,16 @@ class WorkerPool:
             outcome = _outcome(setup.assemble(results), setup, timing, self, started, master_cpu, len(results))
         except RunStopped as exc:
             stopped = _stopped(exc, setup, journaled)
-            setup.journal.close(completed=False)
+            setup.abandon()
             raise stopped from None
         except BaseException:
-            setup.journal.close(completed=False)
+            setup.abandon()
             raise
         _deliver(outcome, setup, on_outcome)
         return outcome
 
-    def _progress(self, tasks: list[Task], done: set[int]) -> Progress:
-        return Progress(tasks, done, len(self.workers), launched_by_mpi=self.name == "mpi")
+    def _progress(self, tasks: list[Task], done: set[int], planning: bool = False) -> Progress:
+        return Progress(tasks, done, len(self.workers), launched_by_mpi=self.name == "mpi", planning=planning)
 
     def _prescreen(self, setup: MasterSetup, stop: Callable[[], str | None], progress: bool,
                    timing: TimingRecorder, started: float) -> None:
@@ -529,10 +562,10 @@ def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
     setup = MasterSetup.prepare(prepare)
     try:
         _check_stop(hooks)
-        logger.info("running %s QC tasks on local worker processes", setup.count_text)
+        logger.info("running %s on local worker processes", setup.count_text)
         pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
     except BaseException:
-        setup.journal.close(completed=False)
+        setup.abandon()
         raise
     try:
         return pool.run(setup, progress=hooks.progress, started=started, stop=hooks.stop,
@@ -566,7 +599,7 @@ def _announce(comm: Any, prepare: Prepare, hooks: RunHooks, timeout: float) -> t
         _check_stop(hooks)
         announcement: tuple = ("ok", setup.options.to_dict(), programs_of(setup.mbi))
     except RunStopped as exc:
-        setup.journal.close(completed=False)
+        setup.abandon()
         announcement = ("stopped", str(exc))
     except InputError as exc:
         announcement = ("input", str(exc))
@@ -634,7 +667,7 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     if beacon is not None:
         beacon.interval = options.heartbeat_interval
     _warn_thread_cap(options.threads_per_task)
-    logger.info("running %s QC tasks on %d MPI worker ranks", setup.count_text, comm.Get_size() - 1)
+    logger.info("running %s on %d MPI worker ranks", setup.count_text, comm.Get_size() - 1)
     return _master_rank(comm, setup, hooks, started, beacon)
 
 

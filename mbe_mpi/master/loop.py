@@ -17,6 +17,7 @@ from ..backoff import ArrivalRate, Backoff
 from ..costs import CostModel
 from ..errors import RunStopped, TaskFailedError
 from ..plan import Plan, Task
+from ..plan_stream import FIRST_LEVEL, PlanStream
 from ..protocol import (
     HeartbeatMessage,
     JobMessage,
@@ -52,11 +53,12 @@ class Master:
     another job is dropped; ``ready`` are workers that reported READY before this run and ``lost``
     those declared lost before it (a pool kept between runs). ``levels`` (instead of ``tasks``) is
     the schedule by level, some levels decided as they open (a screened expansion:
-    :class:`~mbe_mpi.scheduling.Deferred`).
+    :class:`~mbe_mpi.scheduling.Deferred`). ``stream`` (instead of either) is a plan still being
+    built: its first level's tasks are handed out as they are planned (:mod:`mbe_mpi.plan_stream`).
     """
 
     def __init__(self, transport: MasterTransport, plan: Plan, *, tasks: Sequence[Task] | None = None,
-                 levels: Mapping[int, Sequence[Task] | Deferred] | None = None,
+                 levels: Mapping[int, Sequence[Task] | Deferred] | None = None, stream: PlanStream | None = None,
                  policy: SchedulePolicy | None = None, cost_model: CostModel | None = None,
                  observer: RunObserver | None = None, job: JobMessage | None = None, ready: Sequence[int] = (),
                  lost: Sequence[int] = (), liveness: LivenessSettings | None = None,
@@ -69,8 +71,13 @@ class Master:
         self.clock = clock
         self.stop_requested = stop_requested
         self.stop_grace = stop_grace
+        if stream is not None:
+            levels = {}
         self.scheduler = Scheduler(plan.by_level(tasks) if levels is None else levels, policy=self.policy,
                                    cost_model=cost_model)
+        self.stream = stream
+        if stream is not None:
+            self.scheduler.stream(FIRST_LEVEL)
         self.liveness = Liveness(transport.worker_ids, clock.monotonic(), liveness or LivenessSettings(), lost=lost,
                                  joined=ready)
         self.results: dict[int, ResultMessage] = {}
@@ -96,6 +103,7 @@ class Master:
     def run(self) -> dict[int, ResultMessage]:
         while not self.scheduler.finished and self.clock.monotonic() < self._deadline:
             self._check_stop()
+            self._take_planned()
             self._dispatch()
             self._check_liveness()
             if self.liveness.everyone_lost:
@@ -124,6 +132,21 @@ class Master:
                            reason, self.stop_grace, self.scheduler.running_count)
             self.scheduler.stop()
             self._deadline = self.clock.monotonic() + self.stop_grace
+
+    def _take_planned(self) -> None:
+        """Tasks of a streamed plan planned since the last look; all the other levels once it is complete."""
+        if self.stream is None:
+            return
+        first, later = self.stream.take()
+        if first:
+            self.scheduler.grow(first)
+            self.observer.planned({FIRST_LEVEL: first}, complete=False)
+            self._changed = True
+        if later is not None:
+            self.scheduler.planned(later)
+            self.observer.planned(later, complete=True)
+            self.stream = None
+            self._changed = True
 
     def _dispatch(self) -> None:
         if not (self._changed or self.scheduler.retries):

@@ -8,7 +8,7 @@ order -- the journal first, so a result is on disk before anything else happens.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..plan import Task
 from ..protocol import ResultMessage
@@ -32,6 +32,12 @@ class RunObserver:
     def worker_ready(self, worker: int, at: float) -> None:
         """``worker`` reported READY at ``at`` (perf_counter)."""
 
+    def planned(self, levels: Mapping[int, Sequence[Task]], complete: bool) -> None:
+        """More tasks of a plan still being built are known, by level; ``complete``: that was the last of them.
+
+        (:mod:`mbe_mpi.plan_stream`; a plan built before the run does not call it.)
+        """
+
     def dispatched(self, worker: int, task: Task) -> None:
         """``task`` was sent to ``worker``."""
 
@@ -54,6 +60,10 @@ class Observers(RunObserver):
     def worker_ready(self, worker: int, at: float) -> None:
         for observer in self.observers:
             observer.worker_ready(worker, at)
+
+    def planned(self, levels: Mapping[int, Sequence[Task]], complete: bool) -> None:
+        for observer in self.observers:
+            observer.planned(levels, complete)
 
     def dispatched(self, worker: int, task: Task) -> None:
         for observer in self.observers:

@@ -12,6 +12,7 @@ import operator
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from ..master import Completion, RunObserver
@@ -68,8 +69,9 @@ class Progress(RunObserver):
 
     def __init__(self, tasks: list[Task], reused: set[int], n_workers: int, *, stream: TextIO | None = None,
                  tty: bool | None = None, interval: float = 30.0, refresh: float = 0.2,
-                 launched_by_mpi: bool = False):
+                 launched_by_mpi: bool = False, planning: bool = False):
         self.stream = stream or sys.stderr
+        self.planning = planning  # the plan is still being built: totals grow (planned()), no ETA yet
         self.tty = behind_a_terminal(self.stream, launched_by_mpi) if tty is None else tty
         self.interval = interval if not self.tty else refresh
         self.n_workers = n_workers
@@ -96,6 +98,15 @@ class Progress(RunObserver):
         self._lines_drawn = 0
         self._first_dispatch: float | None = None
         self._last_lines: list[str] = []
+
+    def planned(self, levels: Mapping[int, Sequence[Task]], complete: bool) -> None:
+        for level, tasks in levels.items():
+            self.total[level] = self.total.get(level, 0) + len(tasks)
+            for counter in (self.done, self.reused, self.running, self.failed):
+                counter.setdefault(level, 0)
+            self.cost_left += sum(map(_COST, tasks))
+        self.planning = not complete
+        self._maybe_draw(force=complete)
 
     def withdraw(self, tasks: list[Task]) -> None:
         """Tasks counted in the totals that will not run after all (a screened level kept fewer n-mers)."""
@@ -135,7 +146,7 @@ class Progress(RunObserver):
         self._maybe_draw(force=level_finished)
 
     def eta(self) -> float | None:
-        if self._first_dispatch is None:
+        if self._first_dispatch is None or self.planning:
             return None
         elapsed = time.monotonic() - self._first_dispatch
         if self.cost_done <= 0 or elapsed <= 0:
@@ -157,7 +168,7 @@ class Progress(RunObserver):
                 f"mbe_mpi: {level}-body {self.done[level]}/{self.total[level]} done; all levels "
                 f"{total_done}/{sum(self.total.values())} done, {sum(self.running.values())} running, "
                 f"{sum(self.failed.values())} failed, {sum(self.reused.values())} cached; "
-                f"elapsed {_duration(time.monotonic() - self.started)}, ETA {_duration(self.eta())}"
+                f"elapsed {_duration(time.monotonic() - self.started)}, {self._eta_text()}"
             ]
         out = []
         for level in sorted(self.total):
@@ -168,8 +179,11 @@ class Progress(RunObserver):
             width = 30
             filled = int(width * (done + self.failed[level]) / total) if total else width
             out.append(f"{name:>7} [{'#' * filled}{'.' * (width - filled)}] {counts}  {extra}")
-        out.append(f"{'':>7} elapsed {_duration(time.monotonic() - self.started)}, ETA {_duration(self.eta())}")
+        out.append(f"{'':>7} elapsed {_duration(time.monotonic() - self.started)}, {self._eta_text()}")
         return out
+
+    def _eta_text(self) -> str:
+        return f"ETA {_duration(self.eta())}" + (" (the levels above are being planned)" if self.planning else "")
 
     def _maybe_draw(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -168,6 +168,7 @@ class Scheduler:
         self.last_batch_seconds: float | None = None  # expected work of the latest TASK message
         self._open_levels: dict[int, int] = {}  # level -> tasks not yet completed, for levels released
         self.released: dict[int, Sequence[Task]] = {}  # level -> its tasks, once released (decided)
+        self._streaming: int | None = None  # the level whose tasks are still being planned (stream())
         self._open_next_level()
         for worker in workers:
             self.worker_ready(worker)
@@ -199,10 +200,40 @@ class Scheduler:
                 self.level = level
             self._release(level, tasks)
 
+    def stream(self, level: int) -> None:
+        """Open ``level`` while its plan is still being built (:mod:`mbe_mpi.plan_stream`).
+
+        Its tasks come by :meth:`grow` as they are planned, the levels above it by :meth:`planned`
+        once planning has ended; until then the level cannot complete (the plan counts as one of
+        its tasks), so no level above it opens early, barrier or not.
+        """
+        self._streaming = level
+        if self.level is None:
+            self.level = level
+        self.released[level] = []
+        self._open_levels[level] = self._open_levels.get(level, 0) + 1
+
+    def grow(self, tasks: Sequence[Task]) -> None:
+        """More tasks of the streamed level were planned: they are pending at once."""
+        if tasks and not self.stopped:
+            self.released[self._streaming].extend(tasks)
+            self._open_levels[self._streaming] += len(tasks)
+            self.pending.extend(tasks)
+
+    def planned(self, levels: Mapping[int, Sequence[Task]]) -> None:
+        """Planning has ended: the levels above the streamed one, each in dispatch order."""
+        level, self._streaming = self._streaming, None
+        if any(other <= level for other in levels):
+            raise ValueError(f"a streamed plan handed over levels {sorted(levels)} that are not above level {level}")
+        if not self.stopped:
+            self._levels.extend(sorted(levels.items()))
+        self._level_task_done(level)
+        self._open_next_level()
+
     @property
     def finished(self) -> bool:
         return self.running_count == 0 and not self.stealing and (
-            self.stopped or (not self.pending and not self._levels and not self.retries))
+            self.stopped or (not self.pending and not self._levels and not self.retries and self._streaming is None))
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -254,7 +285,12 @@ class Scheduler:
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
-        level = task.dispatch_level
+        self._level_task_done(task.dispatch_level)
+        if seconds is not None:
+            self.cost_model.observe(task, seconds)
+        self._open_next_level()
+
+    def _level_task_done(self, level: int) -> None:
         remaining = self._open_levels[level] - 1
         if remaining:
             self._open_levels[level] = remaining
@@ -262,9 +298,6 @@ class Scheduler:
             del self._open_levels[level]
             if self._open_levels:
                 self.level = min(self._open_levels)
-        if seconds is not None:
-            self.cost_model.observe(task, seconds)
-        self._open_next_level()
 
     def stolen(self, victim: int, task_indices: Iterable[int]) -> list[Task]:
         """The victim removed these tasks from its queue: they are pending again (front of the line)."""

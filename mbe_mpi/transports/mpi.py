@@ -159,6 +159,9 @@ def abort(code: int) -> None:
     """End every rank of the job now (after the output is written), with ``code``."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # the launcher forwards what a rank wrote from a pipe; an abort at once can end its proxy before
+    # it has read the last lines (seen under load: the run's final message missing)
+    time.sleep(0.2)
     MPI.COMM_WORLD.Abort(code)
 
 
