@@ -96,9 +96,10 @@ def measure(input_path: Path, mode: str, mpi: bool, work: Path) -> dict:
     command = ["mpiexec", "-n", "2", *command] if mpi else [*command, "--n-workers", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_OUT": str(out), "BENCH_MODE": mode,
            "BENCH_LAUNCHED": repr(time.time())}
-    subprocess.run(command, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900)
+    done = subprocess.run(command, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=900)
     if not out.exists():
-        raise SystemExit(f"{mode}: the probe recorded nothing")
+        raise SystemExit(f"{mode}: the probe recorded nothing (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(out.read_text())
 
 

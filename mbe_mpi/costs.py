@@ -10,7 +10,7 @@ cost as an absolute prior.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import qcengine
 
@@ -30,26 +30,29 @@ class CostModel:
         self._absolute = absolute
         self._sum: dict[ShapeKey, float] = {}
         self._count: dict[ShapeKey, int] = {}
+        self._mean: dict[ShapeKey, float] = {}  # _sum / _count, kept up to date: asked for several times per task
         self._shortest: dict[ShapeKey, float] = {}
         self._mc_seconds: dict[int, float] = {}  # measured seconds per prior unit, by model chemistry
         self._mc_units: dict[int, float] = {}
         self.observations = 0
 
     def observe(self, task: Task, seconds: float) -> None:
-        key = shape_of(task)
-        self._sum[key] = self._sum.get(key, 0.0) + seconds
-        self._count[key] = self._count.get(key, 0) + 1
-        self._shortest[key] = min(seconds, self._shortest.get(key, seconds))
-        self._mc_seconds[task.mc_index] = self._mc_seconds.get(task.mc_index, 0.0) + seconds
-        self._mc_units[task.mc_index] = self._mc_units.get(task.mc_index, 0.0) + task.cost
+        key = (mc := task.mc_index, len(task.real), len(task.basis))  # shape_of, inline: once per result
+        total = self._sum[key] = self._sum.get(key, 0.0) + seconds
+        count = self._count[key] = self._count.get(key, 0) + 1
+        self._mean[key] = total / count
+        shortest = self._shortest.get(key)
+        if shortest is None or seconds < shortest:
+            self._shortest[key] = seconds
+        self._mc_seconds[mc] = self._mc_seconds.get(mc, 0.0) + seconds
+        self._mc_units[mc] = self._mc_units.get(mc, 0.0) + task.cost
         self.observations += 1
 
     def seconds(self, task: Task) -> float | None:
         """Expected seconds, or None while nothing is known about tasks like this one."""
-        key = shape_of(task)
-        count = self._count.get(key)
-        if count:
-            return self._sum[key] / count
+        mean = self._mean.get((task.mc_index, len(task.real), len(task.basis)))
+        if mean is not None:
+            return mean
         units = self._mc_units.get(task.mc_index)
         if units:
             return task.cost * self._mc_seconds[task.mc_index] / units
@@ -90,9 +93,40 @@ def program_estimates(plan: Plan) -> Callable[[Task], float | None]:
         if expected is not None:
             keywords = dict(spec.keywords)
             estimators[mc_index] = lambda natom, expected=expected, keywords=keywords: expected(keywords, natom)
+    natoms = _atom_counter(sizes)
+    known: dict[tuple[int, int], float] = {}  # (mc_index, atoms) -> seconds: a program's estimate is a function of them
 
     def estimate(task: Task) -> float | None:
         estimator = estimators.get(task.mc_index)
-        return None if estimator is None else estimator(sum(sizes[f] for f in task.basis))
+        if estimator is None:
+            return None
+        key = (task.mc_index, natoms(task.basis))
+        seconds = known.get(key)
+        if seconds is None:
+            seconds = known[key] = estimator(key[1])
+        return seconds
 
     return estimate
+
+
+def _atom_counter(sizes: Mapping[int, int]) -> Callable[[tuple[int, ...]], int]:
+    """Atoms in a basis tuple, without summing over 200 fragments for each of a million counterpoise tasks.
+
+    Equal fragments (a homogeneous cluster): the count of fragments times the size. Otherwise a
+    basis tuple that many tasks share (QCManyBody's one full-cluster basis for cp) is summed once,
+    keyed by identity -- the cache holds the tuple, so its id is not reused.
+    """
+    if len(set(sizes.values())) == 1:
+        size = next(iter(sizes.values()))
+        return lambda basis: size * len(basis)
+    shared: dict[int, tuple[tuple[int, ...], int]] = {}
+
+    def count(basis: tuple[int, ...]) -> int:
+        if len(basis) <= 4:
+            return sum(map(sizes.__getitem__, basis))
+        entry = shared.get(id(basis))
+        if entry is None:
+            entry = shared[id(basis)] = (basis, sum(map(sizes.__getitem__, basis)))
+        return entry[1]
+
+    return count

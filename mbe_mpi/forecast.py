@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
+import os
+import pickle
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -32,6 +36,9 @@ from .screening import ScreenedExpansion, screening_of
 #: What each task costs besides the QC program itself: building the fragment molecule and QCEngine's
 #: own set-up (~1-3 ms measured on a 2-core VM); added to every task's expected duration.
 TASK_OVERHEAD_SECONDS = 0.003
+
+#: from this many tasks the two simulations run side by side (a fork costs ~10 ms; below, each takes < 1 s)
+PARALLEL_FROM = 20_000
 
 
 def _durations(plan: Plan, seconds_per_unit: float | None, tasks: list[Task]) -> tuple[Callable[[Task], float], bool]:
@@ -86,20 +93,71 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     total = sum(duration(t) for t in tasks)
     lines.append(f"  {'all':>5}  {'':<28} {len(tasks):>9} {_fmt(total, in_seconds):>16}")
     lines.append("")
+    variants = {"level barrier": dataclasses.replace(policy, level_barrier=True),
+                "no level barrier": dataclasses.replace(policy, level_barrier=False)}
+    costs = {"latency": latency if in_seconds else 0.0, "master_seconds": master_seconds if in_seconds else 0.0}
+    timed = _simulations(by_level, workers, duration, variants, costs, parallel=len(tasks) >= PARALLEL_FROM)
     results = {}
-    for name, variant in (("level barrier", dataclasses.replace(policy, level_barrier=True)), ("no level barrier",
-                                                       dataclasses.replace(policy, level_barrier=False))):
-        started = time.perf_counter()
-        result = simulate(by_level, workers, duration, variant, latency=latency if in_seconds else 0.0,
-                          master_seconds=master_seconds if in_seconds else 0.0)
+    for name, (result, seconds) in timed.items():
         results[name] = result
+        bound = result.bound_barrier if variants[name].level_barrier else result.bound_global
         lines.append(
             f"  {name + ':':<18} wall {_fmt(result.makespan, in_seconds)}, efficiency {result.efficiency:.1%} "
-            f"(lower bound {_fmt(result.bound_barrier if variant.level_barrier else result.bound_global, in_seconds)}"
-            f"; simulated in {time.perf_counter() - started:.1f} s)")
+            f"(lower bound {_fmt(bound, in_seconds)}; simulated in {seconds:.1f} s)")
     if not in_seconds:
         lines.append("  (costs in relative units: give --seconds-per-unit to predict wall times)")
     return "\n".join(lines), results
+
+
+def _timed(by_level: dict[int, list[Task]], workers: int, duration: Callable[[Task], float], policy: SchedulePolicy,
+           costs: dict[str, float]) -> tuple[SimulationResult, float]:
+    started = time.perf_counter()
+    result = simulate(by_level, workers, duration, policy, **costs)
+    return result, time.perf_counter() - started
+
+
+def _simulations(by_level: dict[int, list[Task]], workers: int, duration: Callable[[Task], float],
+                 variants: dict[str, SchedulePolicy], costs: dict[str, float], parallel: bool,
+                 ) -> dict[str, tuple[SimulationResult, float]]:
+    """Each variant's simulation and the seconds it took.
+
+    They are independent and each takes ~10 s for a million tasks, so with ``parallel`` and more
+    than one core the variants after the first run at the same time in forked children, which
+    send their (small) result back through a pipe. Fork is safe here only because nothing else
+    runs: with another thread alive (a lock it holds would stay held in the child), or without
+    fork, they run one after another -- as they do when a child fails.
+    """
+    from .options import usable_cores
+
+    names = list(variants)
+    children: dict[str, tuple[int, int]] = {}
+    if parallel and hasattr(os, "fork") and threading.active_count() == 1 and usable_cores() > 1:
+        gc.freeze()  # the children's collector would otherwise touch, and so copy, every page of the plan
+        try:
+            for name in names[1:]:
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child: simulate, send, and leave without running any clean-up of the parent's
+                    os.close(read)
+                    try:
+                        payload = pickle.dumps(_timed(by_level, workers, duration, variants[name], costs))
+                    except BaseException:
+                        payload = b""
+                    with os.fdopen(write, "wb") as pipe:
+                        pipe.write(payload)
+                    os._exit(0)
+                os.close(write)
+                children[name] = (pid, read)
+        finally:
+            gc.unfreeze()
+    timed = {name: _timed(by_level, workers, duration, variants[name], costs) for name in names
+             if name not in children}
+    for name, (pid, read) in children.items():
+        with os.fdopen(read, "rb") as pipe:
+            payload = pipe.read()
+        os.waitpid(pid, 0)
+        timed[name] = pickle.loads(payload) if payload else _timed(by_level, workers, duration, variants[name], costs)
+    return {name: timed[name] for name in names}
 
 
 def main(argv: list[str]) -> int:

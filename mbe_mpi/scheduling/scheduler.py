@@ -61,19 +61,32 @@ class PendingTasks:
                 self._shape(task), collections.deque()).appendleft(task)
             self._count += 1
 
-    def _best(self) -> collections.deque[Task]:
-        level = min(level for level, shapes in self._groups.items() if any(shapes.values()))
-        candidates = [queue for queue in self._groups[level].values() if queue]
-        if len(candidates) == 1 or self.fifo:
-            return candidates[0]
-        return min(candidates, key=lambda queue: self.cost_model.sort_key(queue[0]))
+    def best(self) -> collections.deque[Task]:
+        """The group whose head goes out next (the lowest level's most expensive head).
 
-    def peek(self) -> Task:
-        return self._best()[0]
+        Emptied groups and levels are dropped (:meth:`pop`), so this looks at the few groups that
+        still hold tasks -- it is asked once per task handed out.
+        """
+        shapes = self._groups[min(self._groups)]
+        if len(shapes) == 1 or self.fifo:
+            return next(iter(shapes.values()))
+        sort_key = self.cost_model.sort_key
+        return min(shapes.values(), key=lambda queue: sort_key(queue[0]))
+
+    def pop(self, queue: collections.deque[Task]) -> Task:
+        """Take the head of ``queue`` (one of this object's groups, as :meth:`best` returned it)."""
+        task = queue.popleft()
+        self._count -= 1
+        if not queue:
+            level = task.dispatch_level
+            shapes = self._groups[level]
+            del shapes[self._shape(task)]
+            if not shapes:
+                del self._groups[level]
+        return task
 
     def popleft(self) -> Task:
-        self._count -= 1
-        return self._best().popleft()
+        return self.pop(self.best())
 
     def clear(self) -> None:
         self._groups.clear()
@@ -288,7 +301,8 @@ class Scheduler:
         self._level_task_done(task.dispatch_level)
         if seconds is not None:
             self.cost_model.observe(task, seconds)
-        self._open_next_level()
+        if self._levels and not self.pending:  # (it opens nothing while tasks are pending: once per result, skip it)
+            self._open_next_level()
 
     def _level_task_done(self, level: int) -> None:
         remaining = self._open_levels[level] - 1
@@ -352,10 +366,11 @@ class Scheduler:
         total = estimate
         if self.batch_seconds > 0 and estimate is not None and estimate < self.batch_seconds:
             while self.pending and len(batch) < self.max_batch and total < self.batch_target:
-                following = self.cost_model.seconds(self.pending.peek())
+                queue = self.pending.best()
+                following = self.cost_model.seconds(queue[0])
                 if following is None or following >= self.batch_seconds:
                     break
-                batch.append(self.pending.popleft())
+                batch.append(self.pending.pop(queue))
                 total += following
         # what the hold (hold_time) relies on: the least this message keeps its worker busy
         self.last_batch_seconds = total if len(batch) > 1 else self.cost_model.shortest(first)

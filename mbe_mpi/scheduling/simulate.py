@@ -157,14 +157,22 @@ class _Simulation:
 
     def _results(self, begin: float, worker: int, tasks: tuple[Task, ...]) -> None:
         self._charge(self.costs.result_seconds * len(tasks))
-        for task in tasks:
-            seconds = self.duration(task)
-            self.scheduler.task_done(worker, task.index, seconds)
-            self.task_time += seconds
-            self.level_first[task.level] = min(self.level_first.get(task.level, begin), begin - seconds)
-            self.level_last[task.level] = max(self.level_last.get(task.level, 0.0), begin)
+        done, duration, task_time = self.scheduler.task_done, self.duration, self.task_time
+        first, last = self.level_first, self.level_last
+        for task in tasks:  # once per simulated task: locals, and each level's figures once per message
+            seconds = duration(task)
+            done(worker, task.index, seconds)
+            task_time += seconds
+            level = len(task.real)
+            started = begin - seconds
+            if first.get(level, begin) > started:
+                first[level] = started
+            elif level not in first:
+                first[level] = begin
+            if last.get(level, -1.0) < begin:
+                last[level] = begin
+        self.task_time = task_time
         self.makespan = max(self.makespan, begin)
-
 
 def simulate(tasks_by_level: dict[int, list[Task] | Deferred], n_workers: int, duration: Callable[[Task], float],
              policy: SchedulePolicy | None = None, *, latency: float = 50e-6, master_seconds: float = 20e-6,

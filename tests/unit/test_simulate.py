@@ -75,3 +75,37 @@ def test_synthetic_program_states_its_cost():
     estimate = program_estimates(plan)
     for task in plan.tasks:
         assert estimate(task) == 0.5 * (3 * len(task.basis)) ** 2
+
+
+def test_forecast_simulations_side_by_side_equal_one_after_another(monkeypatch):
+    """The dry run's two simulations in a forked child give what they give in-process, figure for figure."""
+    import os
+
+    from mbe_mpi import forecast
+    from mbe_mpi.options import usable_cores
+
+    by_level = _levels(random.Random(7), counts=(200, 300, 100))
+    duration = lambda t: 0.01 * t.cost  # noqa: E731
+    variants = {"barrier": SchedulePolicy(), "free": SchedulePolicy(level_barrier=False)}
+    costs = {"latency": 50e-6, "master_seconds": 20e-6}
+    forks = []
+    fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or fork())
+    side = forecast._simulations(by_level, 8, duration, variants, costs, parallel=True)
+    alone = forecast._simulations(by_level, 8, duration, variants, costs, parallel=False)
+    assert len(forks) == (1 if usable_cores() > 1 else 0)
+    assert [result for result, _ in side.values()] == [result for result, _ in alone.values()]
+    assert side["free"][0] != side["barrier"][0]  # the two variants, not one of them twice
+
+
+def test_program_estimates_count_atoms_of_shared_and_own_bases():
+    """Costs per task from the atom count: equal fragments, and unequal ones with a shared cp basis."""
+    from mbe_mpi.costs import _atom_counter
+
+    equal = _atom_counter({1: 3, 2: 3, 3: 3})
+    assert equal((1, 2)) == 6 and equal((1, 2, 3)) == 9
+    sizes = {i: i for i in range(1, 11)}
+    unequal = _atom_counter(sizes)
+    full = tuple(range(1, 11))
+    assert unequal((2, 5)) == 7
+    assert unequal(full) == unequal(tuple(range(1, 11))) == 55  # the cached tuple and an equal new one
