@@ -50,7 +50,7 @@ class CostModel:
 
     def seconds(self, task: Task) -> float | None:
         """Expected seconds, or None while nothing is known about tasks like this one."""
-        mean = self._mean.get((task.mc_index, len(task.real), len(task.basis)))
+        mean = self.measured(task)
         if mean is not None:
             return mean
         units = self._mc_units.get(task.mc_index)
@@ -63,6 +63,10 @@ class CostModel:
         if self.observations:  # another model chemistry's rate: rough, but in seconds like the rest
             return task.cost * sum(self._mc_seconds.values()) / max(sum(self._mc_units.values()), 1e-300)
         return None
+
+    def measured(self, task: Task) -> float | None:
+        """The mean measured time of tasks like this one, or None before the first such result."""
+        return self._mean.get((task.mc_index, len(task.real), len(task.basis)))
 
     def shortest(self, task: Task) -> float | None:
         """The shortest time measured for tasks like this one (else the expectation): a safe lower bound."""

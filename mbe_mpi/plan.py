@@ -106,8 +106,8 @@ def group_by_level(tasks: Iterable[Task]) -> dict[int, list[Task]]:
     times faster than a tuple key for millions of tasks; other input is put in index order first.
     """
     tasks = list(tasks)
-    if any(map(operator.gt, map(_INDEX, tasks), map(_INDEX, itertools.islice(tasks, 1, None)))):
-        tasks.sort(key=_INDEX)
+    if any(map(operator.gt, map(TASK_INDEX, tasks), map(TASK_INDEX, itertools.islice(tasks, 1, None)))):
+        tasks.sort(key=TASK_INDEX)
     groups: dict[int, list[Task]] = {}
     for task in tasks:
         level = task.dispatch or len(task.real)  # Task.dispatch_level, inlined: it runs once per task
@@ -115,11 +115,12 @@ def group_by_level(tasks: Iterable[Task]) -> dict[int, list[Task]]:
         if group is None:
             group = groups[level] = []
         group.append(task)
-    return {level: sorted(groups[level], key=_COST, reverse=True) for level in sorted(groups)}
+    return {level: sorted(groups[level], key=TASK_COST, reverse=True) for level in sorted(groups)}
 
 
-_INDEX = operator.attrgetter("index")
-_COST = operator.attrgetter("cost")
+#: key functions over tasks (in C: a sort of a million tasks by a lambda costs a second)
+TASK_INDEX = operator.attrgetter("index")
+TASK_COST = operator.attrgetter("cost")
 
 
 def task_label(model_chemistries: Sequence[str], task: Any) -> str:

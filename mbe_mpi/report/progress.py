@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from ..master import Completion, RunObserver
-from ..plan import Task
+from ..plan import TASK_COST, Task
 
 
 def _is_terminal(path: str) -> bool:
@@ -61,7 +61,6 @@ def _duration(seconds: float | None) -> str:
 
 
 _REAL = operator.attrgetter("real")
-_COST = operator.attrgetter("cost")
 
 
 class Progress(RunObserver):
@@ -91,7 +90,7 @@ class Progress(RunObserver):
                 self.reused[task.level] += 1
                 self.done[task.level] += 1
         self.cost_left = sum(task.cost for task in tasks if task.index not in reused) if reused else sum(
-            map(_COST, tasks))
+            map(TASK_COST, tasks))
         self._reused = reused
         self.started = time.monotonic()
         self._last_draw = 0.0
@@ -104,7 +103,7 @@ class Progress(RunObserver):
             self.total[level] = self.total.get(level, 0) + len(tasks)
             for counter in (self.done, self.reused, self.running, self.failed):
                 counter.setdefault(level, 0)
-            self.cost_left += sum(map(_COST, tasks))
+            self.cost_left += sum(map(TASK_COST, tasks))
         self.planning = not complete
         self._maybe_draw(force=complete)
 

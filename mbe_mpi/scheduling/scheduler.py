@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..costs import CostModel, shape_of
-from ..plan import Task
+from ..plan import TASK_COST, TASK_INDEX, Task
 from .policy import SchedulePolicy
 
 
@@ -49,7 +49,10 @@ class PendingTasks:
         for (level, shape), group in incoming.items():
             queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
             queue.extend(group)
-            ordered = sorted(queue, key=(lambda t: t.index) if self.fifo else (lambda t: (-t.cost, t.index)))
+            # by (-cost, index): a stable sort by index, then by cost descending (stable too), with C key functions
+            ordered = sorted(queue, key=TASK_INDEX)
+            if not self.fifo:
+                ordered.sort(key=TASK_COST, reverse=True)
             queue.clear()
             queue.extend(ordered)
             self._count += len(group)
@@ -87,6 +90,22 @@ class PendingTasks:
 
     def popleft(self) -> Task:
         return self.pop(self.best())
+
+    def leads(self, queue: collections.deque[Task]) -> bool:
+        """Whether every task of ``queue`` (a group, as :meth:`best` returned it) goes out before any other group's.
+
+        True when the group's shape has a measured mean (so all its tasks expect the same seconds)
+        that sorts strictly before every other group's head of the level. Nothing else is popped
+        meanwhile, and without a new measurement the order cannot change.
+        """
+        head = queue[0]
+        mean = None if self.fifo else self.cost_model.measured(head)
+        if mean is None:
+            return False
+        key = (head.level, -mean)
+        sort_key = self.cost_model.sort_key
+        return all(other is queue or sort_key(other[0])[:2] > key
+                   for other in self._groups[head.dispatch_level].values())
 
     def clear(self) -> None:
         self._groups.clear()
@@ -370,8 +389,14 @@ class Scheduler:
                 following = self.cost_model.seconds(queue[0])
                 if following is None or following >= self.batch_seconds:
                     break
+                # a group that stays ahead of every other, at its measured mean: the same tasks the
+                # loop would take one by one, without asking for the best group once per task
+                steady = self.pending.leads(queue)
                 batch.append(self.pending.pop(queue))
                 total += following
+                while steady and queue and len(batch) < self.max_batch and total < self.batch_target:
+                    batch.append(self.pending.pop(queue))
+                    total += following
         # what the hold (hold_time) relies on: the least this message keeps its worker busy
         self.last_batch_seconds = total if len(batch) > 1 else self.cost_model.shortest(first)
         return batch

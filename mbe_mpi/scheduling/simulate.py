@@ -80,7 +80,7 @@ class _Simulation:
         self.events: list[tuple[float, int, str, int, object]] = []
         self._sequence = itertools.count()
         self.queues = {w: collections.deque() for w in range(1, n_workers + 1)}
-        self.held: dict[int, list[Task]] = {w: [] for w in self.queues}
+        self.held: dict[int, list[tuple[Task, float]]] = {w: [] for w in self.queues}  # (task, its seconds)
         self.running: dict[int, Task | None] = dict.fromkeys(self.queues)
         self.master_free = self.master_busy = 0.0
         self.messages = self.steals = 0
@@ -109,7 +109,8 @@ class _Simulation:
         if self.running[worker] is None and self.queues[worker]:
             task = self.queues[worker].popleft()
             self.running[worker] = task
-            self.post(now + self.duration(task), "finish", worker, task)
+            seconds = self.duration(task)  # asked once: the finish event and the result carry it
+            heapq.heappush(self.events, (now + seconds, next(self._sequence), "finish", worker, (task, seconds)))
 
     def _deliver(self, now: float, worker: int, payload: Assign | Steal) -> None:
         """A master message reaches a worker."""
@@ -121,13 +122,13 @@ class _Simulation:
             self.post(now + self.costs.latency, "stolen", worker, tuple(t.index for t in taken))
         self._start_next(worker, now)
 
-    def _finish(self, now: float, worker: int, task: Task) -> None:
+    def _finish(self, now: float, worker: int, done: tuple[Task, float]) -> None:
         """A worker finished a task: the result travels (or waits for company), the next task starts."""
         self.running[worker] = None
         held = self.held[worker]
-        held.append(task)
+        held.append(done)
         # as the real worker does: results of tiny tasks wait for company while more work is queued
-        if should_flush(len(held), self.duration(task), 0.0, not self.queues[worker]):
+        if should_flush(len(held), done[1], 0.0, not self.queues[worker]):
             self.post(now + self.costs.latency, "results", worker, tuple(held))
             self.held[worker] = []
         self._start_next(worker, now)
@@ -155,12 +156,11 @@ class _Simulation:
             target = action.victim if isinstance(action, Steal) else action.worker
             self.post(self.master_free + self.costs.latency, "deliver", target, action)
 
-    def _results(self, begin: float, worker: int, tasks: tuple[Task, ...]) -> None:
-        self._charge(self.costs.result_seconds * len(tasks))
-        done, duration, task_time = self.scheduler.task_done, self.duration, self.task_time
+    def _results(self, begin: float, worker: int, results: tuple[tuple[Task, float], ...]) -> None:
+        self._charge(self.costs.result_seconds * len(results))
+        done, task_time = self.scheduler.task_done, self.task_time
         first, last = self.level_first, self.level_last
-        for task in tasks:  # once per simulated task: locals, and each level's figures once per message
-            seconds = duration(task)
+        for task, seconds in results:  # once per simulated task: locals, no calls but the scheduler's
             done(worker, task.index, seconds)
             task_time += seconds
             level = len(task.real)

@@ -109,3 +109,34 @@ def test_program_estimates_count_atoms_of_shared_and_own_bases():
     full = tuple(range(1, 11))
     assert unequal((2, 5)) == 7
     assert unequal(full) == unequal(tuple(range(1, 11))) == 55  # the cached tuple and an equal new one
+
+
+def test_batches_taken_a_group_at_a_time_equal_those_taken_task_by_task(monkeypatch):
+    """The scheduler's shortcut for a group that stays ahead (PendingTasks.leads) changes no decision.
+
+    Cheap tasks of two shapes per level (nocp and cp-like bases) with overlapping costs, so batches
+    are built, means are learned and the lead passes between the groups; the whole simulated run is
+    compared with the same run where every task asks for the best group.
+    """
+    from mbe_mpi.scheduling import scheduler
+
+    rng = random.Random(11)
+    by_level, index = {}, 0
+    for level in (1, 2, 3):
+        real = tuple(range(1, level + 1))
+        for basis in (real, tuple(range(1, 7))):
+            for _ in range(400):
+                by_level.setdefault(level, []).append(Task(index, 0, real, basis, rng.uniform(0.5, 2.0)))
+                index += 1
+    duration = lambda t: 0.0005 * t.cost * (2 if len(t.basis) > 3 else 1)  # noqa: E731
+    policy = SchedulePolicy(batch_seconds=0.01)
+    leads, decided = scheduler.PendingTasks.leads, []
+    monkeypatch.setattr(scheduler.PendingTasks, "leads", lambda self, queue: decided.append(leads(self, queue))
+                        or decided[-1])
+    fast = simulate(by_level, 4, duration, policy)
+    assert any(decided) and not all(decided)  # the shortcut was taken, and refused where another group led
+    calls = []
+    monkeypatch.setattr(scheduler.PendingTasks, "leads", lambda self, queue: calls.append(1) and False)
+    slow = simulate(by_level, 4, duration, policy)
+    assert calls and fast == slow
+    assert fast.messages < len(by_level[1]) + len(by_level[2]) + len(by_level[3])  # batches were built
