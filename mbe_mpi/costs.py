@@ -28,24 +28,27 @@ class CostModel:
 
     def __init__(self, absolute: Callable[[Task], float | None] | None = None):
         self._absolute = absolute
-        self._sum: dict[ShapeKey, float] = {}
-        self._count: dict[ShapeKey, int] = {}
-        self._mean: dict[ShapeKey, float] = {}  # _sum / _count, kept up to date: asked for several times per task
-        self._shortest: dict[ShapeKey, float] = {}
-        self._mc_seconds: dict[int, float] = {}  # measured seconds per prior unit, by model chemistry
-        self._mc_units: dict[int, float] = {}
+        # one entry per shape and per model chemistry, updated in place: observe runs once per result
+        self._shapes: dict[ShapeKey, list] = {}  # shape -> [sum of seconds, count, shortest]
+        self._mean: dict[ShapeKey, float] = {}  # shape -> sum / count, kept up to date: read several times per task
+        self._mc: dict[int, list[float]] = {}  # model chemistry -> [seconds, prior units] measured
         self.observations = 0
 
     def observe(self, task: Task, seconds: float) -> None:
-        key = (mc := task.mc_index, len(task.real), len(task.basis))  # shape_of, inline: once per result
-        total = self._sum[key] = self._sum.get(key, 0.0) + seconds
-        count = self._count[key] = self._count.get(key, 0) + 1
-        self._mean[key] = total / count
-        shortest = self._shortest.get(key)
-        if shortest is None or seconds < shortest:
-            self._shortest[key] = seconds
-        self._mc_seconds[mc] = self._mc_seconds.get(mc, 0.0) + seconds
-        self._mc_units[mc] = self._mc_units.get(mc, 0.0) + task.cost
+        key = (task.mc_index, len(task.real), len(task.basis))  # shape_of, inline
+        stats = self._shapes.get(key)
+        if stats is None:
+            stats = self._shapes[key] = [0.0, 0, seconds]
+        stats[0] += seconds
+        stats[1] += 1
+        if seconds < stats[2]:
+            stats[2] = seconds
+        self._mean[key] = stats[0] / stats[1]
+        rate = self._mc.get(task.mc_index)
+        if rate is None:
+            rate = self._mc[task.mc_index] = [0.0, 0.0]
+        rate[0] += seconds
+        rate[1] += task.cost
         self.observations += 1
 
     def seconds(self, task: Task) -> float | None:
@@ -53,15 +56,15 @@ class CostModel:
         mean = self.measured(task)
         if mean is not None:
             return mean
-        units = self._mc_units.get(task.mc_index)
-        if units:
-            return task.cost * self._mc_seconds[task.mc_index] / units
+        rate = self._mc.get(task.mc_index)
+        if rate is not None and rate[1]:
+            return task.cost * rate[0] / rate[1]
         if self._absolute is not None:
             absolute = self._absolute(task)
             if absolute is not None:
                 return absolute
         if self.observations:  # another model chemistry's rate: rough, but in seconds like the rest
-            return task.cost * sum(self._mc_seconds.values()) / max(sum(self._mc_units.values()), 1e-300)
+            return task.cost * sum(r[0] for r in self._mc.values()) / max(sum(r[1] for r in self._mc.values()), 1e-300)
         return None
 
     def measured(self, task: Task) -> float | None:
@@ -70,8 +73,8 @@ class CostModel:
 
     def shortest(self, task: Task) -> float | None:
         """The shortest time measured for tasks like this one (else the expectation): a safe lower bound."""
-        shortest = self._shortest.get(shape_of(task))
-        return shortest if shortest is not None else self.seconds(task)
+        stats = self._shapes.get(shape_of(task))
+        return stats[2] if stats is not None else self.seconds(task)
 
     def sort_key(self, task: Task) -> tuple[int, float, int]:
         """Dispatch order: level, then largest expected cost first (seconds once known, else the prior)."""

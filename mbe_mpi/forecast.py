@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import math
 import os
 import pickle
 import sys
@@ -41,14 +42,21 @@ TASK_OVERHEAD_SECONDS = 0.003
 PARALLEL_FROM = 20_000
 
 
-def _durations(plan: Plan, seconds_per_unit: float | None, tasks: list[Task]) -> tuple[Callable[[Task], float], bool]:
-    """Task duration function, and whether it is in seconds (else relative units)."""
+def _durations(plan: Plan, seconds_per_unit: float | None, tasks: list[Task], overhead: float,
+               ) -> tuple[list[float], bool]:
+    """Each task's expected duration by ``Task.index`` (``overhead`` added to seconds), and whether in seconds.
+
+    A list made once: the table, the bounds and both simulations read a task's duration ~10 times.
+    Seconds when the program states every computed task's cost, or from ``seconds_per_unit``; else
+    the plan's relative units. (A task outside ``tasks`` without a stated cost is never read: NaN.)
+    """
     absolute = program_estimates(plan)
-    if tasks and all(absolute(task) is not None for task in tasks):
-        return absolute, True
+    stated = [absolute(task) for task in plan.tasks]
+    if tasks and (None not in stated if tasks is plan.tasks else all(stated[t.index] is not None for t in tasks)):
+        return [math.nan if value is None else value + overhead for value in stated], True
     if seconds_per_unit:
-        return (lambda task: task.cost * seconds_per_unit), True
-    return (lambda task: task.cost), False
+        return [task.cost * seconds_per_unit + overhead for task in plan.tasks], True
+    return [task.cost for task in plan.tasks], False
 
 
 def _fmt(value: float, seconds: bool) -> str:
@@ -71,12 +79,7 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     """
     policy = policy or SchedulePolicy()
     tasks = plan.tasks if tasks is None else tasks
-    duration, in_seconds = _durations(plan, seconds_per_unit, tasks)
-    if per_task_overhead and in_seconds:
-        base = duration
-        duration = lambda task: base(task) + per_task_overhead  # noqa: E731
-    # the table and both simulations ask for each task's duration ~10 times: compute each once
-    durations = [duration(task) for task in plan.tasks]  # by Task.index
+    durations, in_seconds = _durations(plan, seconds_per_unit, tasks, per_task_overhead)
     duration = lambda task: durations[task.index]  # noqa: E731
     workers = max(1, ranks - 1)
     by_level = plan.by_level(tasks)
@@ -86,11 +89,11 @@ def forecast(plan: Plan, ranks: int, *, seconds_per_unit: float | None = None,
     lines.append(f"  {'level':>5}  {'model chemistry':<28} {'tasks':>9} {'expected cost':>16}")
     for level, level_tasks in by_level.items():
         for mc_index, mc in enumerate(mcs):
-            mine = [t for t in level_tasks if t.mc_index == mc_index]
+            mine = level_tasks if len(mcs) == 1 else [t for t in level_tasks if t.mc_index == mc_index]
             if mine:
-                cost = sum(duration(t) for t in mine)
+                cost = sum(map(duration, mine))
                 lines.append(f"  {level:>5}  {mc:<28} {len(mine):>9} {_fmt(cost, in_seconds):>16}")
-    total = sum(duration(t) for t in tasks)
+    total = sum(map(duration, tasks))
     lines.append(f"  {'all':>5}  {'':<28} {len(tasks):>9} {_fmt(total, in_seconds):>16}")
     lines.append("")
     variants = {"level barrier": dataclasses.replace(policy, level_barrier=True),

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..costs import CostModel, shape_of
 from ..plan import TASK_COST, TASK_INDEX, Task
 from .policy import SchedulePolicy
+
+_REAL, _BASIS = operator.attrgetter("real"), operator.attrgetter("basis")
+_DISPATCH, _MC_INDEX = operator.attrgetter("dispatch"), operator.attrgetter("mc_index")
 
 
 class PendingTasks:
@@ -43,9 +47,18 @@ class PendingTasks:
         return (0,) if self.fifo else shape_of(task)
 
     def extend(self, tasks: Iterable[Task]) -> None:
+        tasks = list(tasks)
+        # each task's (dispatch level, shape) with the per-task work in C (a million tasks per level)
+        reals = list(map(len, map(_REAL, tasks)))
+        levels = [dispatch or real for dispatch, real in zip(map(_DISPATCH, tasks), reals, strict=True)]  # dispatch_level
+        shapes = ([(0,)] * len(tasks) if self.fifo  # shape_of:
+                  else zip(map(_MC_INDEX, tasks), reals, map(len, map(_BASIS, tasks)), strict=True))
         incoming: dict[tuple[int, tuple], list[Task]] = {}
-        for task in tasks:
-            incoming.setdefault((task.dispatch_level, self._shape(task)), []).append(task)
+        for task, key in zip(tasks, zip(levels, shapes, strict=True), strict=True):
+            group = incoming.get(key)
+            if group is None:
+                group = incoming[key] = []
+            group.append(task)
         for (level, shape), group in incoming.items():
             queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
             queue.extend(group)
@@ -317,7 +330,11 @@ class Scheduler:
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
-        self._level_task_done(task.dispatch_level)
+        level = task.dispatch_level
+        if self._open_levels[level] > 1:  # the level stays open (once per result: no call)
+            self._open_levels[level] -= 1
+        else:
+            self._level_task_done(level)
         if seconds is not None:
             self.cost_model.observe(task, seconds)
         if self._levels and not self.pending:  # (it opens nothing while tasks are pending: once per result, skip it)
