@@ -107,7 +107,7 @@ def program_estimates(plan: Plan) -> Callable[[Task], float | None]:
         estimator = estimators.get(task.mc_index)
         if estimator is None:
             return None
-        key = (task.mc_index, natoms(task.basis))
+        key = (task.mc_index, natoms(task))
         seconds = known.get(key)
         if seconds is None:
             seconds = known[key] = estimator(key[1])
@@ -116,20 +116,22 @@ def program_estimates(plan: Plan) -> Callable[[Task], float | None]:
     return estimate
 
 
-def _atom_counter(sizes: Mapping[int, int]) -> Callable[[tuple[int, ...]], int]:
-    """Atoms in a basis tuple, without summing over 200 fragments for each of a million counterpoise tasks.
+def _atom_counter(sizes: Mapping[int, int]) -> Callable[[Task], int]:
+    """Atoms in a task's basis, without summing over 200 fragments for each of a million counterpoise tasks.
 
-    Equal fragments (a homogeneous cluster): the count of fragments times the size. Otherwise a
-    basis tuple that many tasks share (QCManyBody's one full-cluster basis for cp) is summed once,
-    keyed by identity -- the cache holds the tuple, so its id is not reused.
+    Equal fragments (a homogeneous cluster): the count of fragments times the size. Otherwise, as
+    :func:`~mbe_mpi.plan.make_tasks` does for the cost prior, a basis that is not the task's own
+    real tuple (QCManyBody shares one basis tuple among a model chemistry's counterpoise tasks) is
+    summed once, keyed by identity -- the cache holds the tuple, so its id is not reused.
     """
     if len(set(sizes.values())) == 1:
         size = next(iter(sizes.values()))
-        return lambda basis: size * len(basis)
+        return lambda task: size * len(task.basis)
     shared: dict[int, tuple[tuple[int, ...], int]] = {}
 
-    def count(basis: tuple[int, ...]) -> int:
-        if len(basis) <= 4:
+    def count(task: Task) -> int:
+        basis = task.basis
+        if basis is task.real:
             return sum(map(sizes.__getitem__, basis))
         entry = shared.get(id(basis))
         if entry is None:

@@ -121,6 +121,7 @@ def group_by_level(tasks: Iterable[Task]) -> dict[int, list[Task]]:
 #: key functions over tasks (in C: a sort of a million tasks by a lambda costs a second)
 TASK_INDEX = operator.attrgetter("index")
 TASK_COST = operator.attrgetter("cost")
+TASK_REAL = operator.attrgetter("real")
 
 
 def task_label(model_chemistries: Sequence[str], task: Any) -> str:

@@ -8,7 +8,6 @@ fast monomers alone.
 from __future__ import annotations
 
 import collections
-import operator
 import os
 import sys
 import time
@@ -16,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from ..master import Completion, RunObserver
-from ..plan import TASK_COST, Task
+from ..plan import TASK_COST, TASK_REAL, Task
 
 
 def _is_terminal(path: str) -> bool:
@@ -60,7 +59,6 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-_REAL = operator.attrgetter("real")
 
 
 class Progress(RunObserver):
@@ -82,7 +80,7 @@ class Progress(RunObserver):
         self.cost_left = 0.0
         self.cost_done = 0.0
         # one C-level pass per count: a plan may hold millions of tasks, and this runs before the first dispatch
-        self.total = dict(collections.Counter(map(len, map(_REAL, tasks))))  # levels in order of first appearance
+        self.total = dict(collections.Counter(map(len, map(TASK_REAL, tasks))))  # levels in order of first appearance
         for counter in (self.done, self.reused, self.running, self.failed):
             counter.update(dict.fromkeys(self.total, 0))
         for task in tasks if reused else ():

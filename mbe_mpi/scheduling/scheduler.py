@@ -19,11 +19,10 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..costs import CostModel, shape_of
-from ..plan import TASK_COST, TASK_INDEX, Task
+from ..plan import TASK_COST, TASK_INDEX, TASK_REAL, Task
 from .policy import SchedulePolicy
 
-_REAL, _BASIS = operator.attrgetter("real"), operator.attrgetter("basis")
-_DISPATCH, _MC_INDEX = operator.attrgetter("dispatch"), operator.attrgetter("mc_index")
+_BASIS, _DISPATCH, _MC_INDEX = (operator.attrgetter(name) for name in ("basis", "dispatch", "mc_index"))
 
 
 class PendingTasks:
@@ -49,7 +48,7 @@ class PendingTasks:
     def extend(self, tasks: Iterable[Task]) -> None:
         tasks = list(tasks)
         # each task's (dispatch level, shape) with the per-task work in C (a million tasks per level)
-        reals = list(map(len, map(_REAL, tasks)))
+        reals = list(map(len, map(TASK_REAL, tasks)))
         levels = [dispatch or real for dispatch, real in zip(map(_DISPATCH, tasks), reals, strict=True)]  # dispatch_level
         shapes = ([(0,)] * len(tasks) if self.fifo  # shape_of:
                   else zip(map(_MC_INDEX, tasks), reals, map(len, map(_BASIS, tasks)), strict=True))
@@ -330,11 +329,7 @@ class Scheduler:
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
-        level = task.dispatch_level
-        if self._open_levels[level] > 1:  # the level stays open (once per result: no call)
-            self._open_levels[level] -= 1
-        else:
-            self._level_task_done(level)
+        self._level_task_done(task.dispatch_level)
         if seconds is not None:
             self.cost_model.observe(task, seconds)
         if self._levels and not self.pending:  # (it opens nothing while tasks are pending: once per result, skip it)

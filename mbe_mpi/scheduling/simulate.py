@@ -160,19 +160,15 @@ class _Simulation:
         self._charge(self.costs.result_seconds * len(results))
         done, task_time = self.scheduler.task_done, self.task_time
         first, last = self.level_first, self.level_last
-        for task, seconds in results:  # once per simulated task: locals, no calls but the scheduler's
+        for task, seconds in results:  # once per simulated task: the duration comes with the result
             done(worker, task.index, seconds)
             task_time += seconds
-            level = len(task.real)
-            started = begin - seconds
-            if first.get(level, begin) > started:
-                first[level] = started
-            elif level not in first:
-                first[level] = begin
-            if last.get(level, -1.0) < begin:
-                last[level] = begin
+            level = task.level
+            first[level] = min(first.get(level, begin), begin - seconds)
+            last[level] = max(last.get(level, 0.0), begin)
         self.task_time = task_time
         self.makespan = max(self.makespan, begin)
+
 
 def simulate(tasks_by_level: dict[int, list[Task] | Deferred], n_workers: int, duration: Callable[[Task], float],
              policy: SchedulePolicy | None = None, *, latency: float = 50e-6, master_seconds: float = 20e-6,

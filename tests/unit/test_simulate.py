@@ -99,16 +99,19 @@ def test_forecast_simulations_side_by_side_equal_one_after_another(monkeypatch):
 
 
 def test_program_estimates_count_atoms_of_shared_and_own_bases():
-    """Costs per task from the atom count: equal fragments, and unequal ones with a shared cp basis."""
+    """Atoms per task's basis: equal fragments, and unequal ones with an own basis or a shared cp basis."""
     from mbe_mpi.costs import _atom_counter
 
+    def task(real, basis=None):
+        return Task(0, 0, real, real if basis is None else basis, 1.0)
+
     equal = _atom_counter({1: 3, 2: 3, 3: 3})
-    assert equal((1, 2)) == 6 and equal((1, 2, 3)) == 9
-    sizes = {i: i for i in range(1, 11)}
-    unequal = _atom_counter(sizes)
+    assert equal(task((1, 2))) == 6 and equal(task((1,), (1, 2, 3))) == 9
+    unequal = _atom_counter({i: i for i in range(1, 11)})
     full = tuple(range(1, 11))
-    assert unequal((2, 5)) == 7
-    assert unequal(full) == unequal(tuple(range(1, 11))) == 55  # the cached tuple and an equal new one
+    assert unequal(task((2, 5))) == 7
+    assert unequal(task((1,), full)) == unequal(task((2,), full)) == 55  # summed once, then from the cache
+    assert unequal(task((1,), tuple(range(1, 11)))) == 55  # an equal basis in another tuple
 
 
 def test_batches_taken_a_group_at_a_time_equal_those_taken_task_by_task(monkeypatch):
