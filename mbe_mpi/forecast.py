@@ -187,15 +187,37 @@ def main(argv: list[str]) -> int:
 
     ranks = args.ranks or (options.n_workers or usable_cores()) + 1
     policy = SchedulePolicy.from_options(options)
-    plan = build_plan(mbi)
-    rules = screening_of(mbi)
-    if rules is None:
-        text, _ = forecast(plan, ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
-        print(f"Plan for {args.input}: " + text)
-        return 0
-    print(f"Plan for {args.input} (screened): " + screened_forecast(mbi, plan, rules, ranks, args.seconds_per_unit,
-                                                                     policy))
-    return 0
+    # Millions of tasks and the simulations' events are acyclic: reference counting frees them, and the
+    # cyclic collector's passes over them cost a quarter of the plan's time (2.7 M tasks: 12.6 -> 9.4 s).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        plan = build_plan(mbi)
+        rules = screening_of(mbi)
+        if rules is None:
+            text, _ = forecast(plan, ranks, seconds_per_unit=args.seconds_per_unit, policy=policy)
+            print(f"Plan for {args.input}: " + text)
+        else:
+            print(f"Plan for {args.input} (screened): " + screened_forecast(mbi, plan, rules, ranks,
+                                                                             args.seconds_per_unit, policy))
+        return _leave(0)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _leave(code: int) -> int:
+    """End the process here when it is ``python -m mbe_mpi plan``; else return ``code``.
+
+    Nothing is left to clean up, and freeing the plan's objects one by one on the way out would take
+    6 s for 2.7 M tasks. Called from Python (the tests), it returns.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "mbe_mpi.__main__":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def screened_forecast(mbi, plan: Plan, rules, ranks: int, seconds_per_unit: float | None,

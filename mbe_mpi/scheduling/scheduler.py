@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -23,6 +24,9 @@ from ..plan import TASK_COST, TASK_INDEX, TASK_REAL, Task
 from .policy import SchedulePolicy
 
 _BASIS, _DISPATCH, _MC_INDEX = (operator.attrgetter(name) for name in ("basis", "dispatch", "mc_index"))
+#: up to this many shapes in a chunk, a pass over the tasks per shape in C beats one loop in Python
+_C_GROUPING_UP_TO = 8
+_CHUNK = 1 << 16  # tasks grouped at a time by PendingTasks.extend
 
 
 class PendingTasks:
@@ -47,17 +51,9 @@ class PendingTasks:
 
     def extend(self, tasks: Iterable[Task]) -> None:
         tasks = list(tasks)
-        # each task's (dispatch level, shape) with the per-task work in C (a million tasks per level)
-        reals = list(map(len, map(TASK_REAL, tasks)))
-        levels = [dispatch or real for dispatch, real in zip(map(_DISPATCH, tasks), reals, strict=True)]  # dispatch_level
-        shapes = ([(0,)] * len(tasks) if self.fifo  # shape_of:
-                  else zip(map(_MC_INDEX, tasks), reals, map(len, map(_BASIS, tasks)), strict=True))
-        incoming: dict[tuple[int, tuple], list[Task]] = {}
-        for task, key in zip(tasks, zip(levels, shapes, strict=True), strict=True):
-            group = incoming.get(key)
-            if group is None:
-                group = incoming[key] = []
-            group.append(task)
+        incoming: dict[tuple[int, tuple], list[Task]] = {}  # (dispatch level, shape) -> tasks, in order
+        for start in range(0, len(tasks), _CHUNK):
+            self._group_into(incoming, tasks[start:start + _CHUNK] if len(tasks) > _CHUNK else tasks)
         for (level, shape), group in incoming.items():
             queue = self._groups.setdefault(level, {}).setdefault(shape, collections.deque())
             queue.extend(group)
@@ -68,6 +64,31 @@ class PendingTasks:
             queue.clear()
             queue.extend(ordered)
             self._count += len(group)
+
+    def _group_into(self, groups: dict[tuple[int, tuple], list[Task]], tasks: list[Task]) -> None:
+        """Append ``tasks`` to their (dispatch level, shape) groups, keeping their order.
+
+        The per-task work is in C (a level brings up to millions of tasks, in a handful of shapes),
+        a chunk at a time so that the keys never take more memory than the chunk's.
+        """
+        reals = list(map(len, map(TASK_REAL, tasks)))
+        dispatch = list(map(_DISPATCH, tasks))
+        levels = reals if not any(dispatch) else [d or r for d, r in zip(dispatch, reals, strict=True)]  # dispatch_level
+        shapes = ([(0,)] * len(tasks) if self.fifo  # shape_of:
+                  else zip(map(_MC_INDEX, tasks), reals, map(len, map(_BASIS, tasks)), strict=True))
+        keys = list(zip(levels, shapes, strict=True))
+        distinct = dict.fromkeys(keys)
+        if len(distinct) == 1:
+            groups.setdefault(keys[0], []).extend(tasks)
+        elif len(distinct) <= _C_GROUPING_UP_TO:  # a pass in C per shape keeps that shape's tasks
+            for key in distinct:
+                groups.setdefault(key, []).extend(itertools.compress(tasks, map(key.__eq__, keys)))
+        else:
+            for task, key in zip(tasks, keys, strict=True):
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = []
+                group.append(task)
 
     def put_back(self, tasks: Iterable[Task]) -> None:
         """Tasks returned by a worker go to the front of their groups (they were at the front before)."""
@@ -93,12 +114,25 @@ class PendingTasks:
         task = queue.popleft()
         self._count -= 1
         if not queue:
-            level = task.dispatch_level
-            shapes = self._groups[level]
-            del shapes[self._shape(task)]
-            if not shapes:
-                del self._groups[level]
+            self._drop(task)
         return task
+
+    def take(self, queue: collections.deque[Task], count: int) -> list[Task]:
+        """The first ``count`` tasks of ``queue``: what ``count`` calls of :meth:`pop` would return."""
+        popleft = queue.popleft
+        taken = [popleft() for _ in range(count)]
+        self._count -= count
+        if taken and not queue:
+            self._drop(taken[-1])
+        return taken
+
+    def _drop(self, task: Task) -> None:
+        """The group of ``task`` has been emptied: it goes (and its level, when that was its last group)."""
+        level = task.dispatch_level
+        shapes = self._groups[level]
+        del shapes[self._shape(task)]
+        if not shapes:
+            del self._groups[level]
 
     def popleft(self) -> Task:
         return self.pop(self.best())
@@ -329,7 +363,7 @@ class Scheduler:
 
     def _completed(self, task: Task, seconds: float | None) -> None:
         self.running_count -= 1
-        self._level_task_done(task.dispatch_level)
+        self._level_task_done(task.dispatch or len(task.real))  # Task.dispatch_level, inlined: once per result
         if seconds is not None:
             self.cost_model.observe(task, seconds)
         if self._levels and not self.pending:  # (it opens nothing while tasks are pending: once per result, skip it)
@@ -406,9 +440,12 @@ class Scheduler:
                 steady = self.pending.leads(queue)
                 batch.append(self.pending.pop(queue))
                 total += following
-                while steady and queue and len(batch) < self.max_batch and total < self.batch_target:
-                    batch.append(self.pending.pop(queue))
-                    total += following
+                if steady:
+                    room, count = min(len(queue), self.max_batch - len(batch)), 0
+                    while count < room and total < self.batch_target:  # the same sums as one task at a time
+                        count += 1
+                        total += following
+                    batch += self.pending.take(queue, count)
         # what the hold (hold_time) relies on: the least this message keeps its worker busy
         self.last_batch_seconds = total if len(batch) > 1 else self.cost_model.shortest(first)
         return batch

@@ -96,10 +96,10 @@ class _Simulation:
             self.post(startup + self.costs.latency, "ready", worker)
         while self.events and not (self.scheduler.finished and self.scheduler.batches):
             now, _, kind, worker, payload = heapq.heappop(self.events)
-            if kind == "deliver":
-                self._deliver(now, worker, payload)
-            elif kind == "finish":
+            if kind == "finish":
                 self._finish(now, worker, payload)
+            elif kind == "deliver":
+                self._deliver(now, worker, payload)
             else:
                 self._master(now, kind, worker, payload)
                 if self.scheduler.finished:
@@ -124,14 +124,20 @@ class _Simulation:
 
     def _finish(self, now: float, worker: int, done: tuple[Task, float]) -> None:
         """A worker finished a task: the result travels (or waits for company), the next task starts."""
-        self.running[worker] = None
         held = self.held[worker]
         held.append(done)
+        queue = self.queues[worker]
         # as the real worker does: results of tiny tasks wait for company while more work is queued
-        if should_flush(len(held), done[1], 0.0, not self.queues[worker]):
+        if should_flush(len(held), done[1], 0.0, not queue):
             self.post(now + self.costs.latency, "results", worker, tuple(held))
             self.held[worker] = []
-        self._start_next(worker, now)
+        if queue:  # _start_next, inline: once per simulated task
+            task = queue.popleft()
+            self.running[worker] = task
+            seconds = self.duration(task)
+            heapq.heappush(self.events, (now + seconds, next(self._sequence), "finish", worker, (task, seconds)))
+        else:
+            self.running[worker] = None
 
     def _charge(self, seconds: float) -> None:
         self.master_free += seconds
@@ -159,14 +165,18 @@ class _Simulation:
     def _results(self, begin: float, worker: int, results: tuple[tuple[Task, float], ...]) -> None:
         self._charge(self.costs.result_seconds * len(results))
         done, task_time = self.scheduler.task_done, self.task_time
-        first, last = self.level_first, self.level_last
+        longest: dict[int, float] = {}  # level -> the longest of this message's tasks
         for task, seconds in results:  # once per simulated task: the duration comes with the result
             done(worker, task.index, seconds)
             task_time += seconds
-            level = task.level
+            level = len(task.real)  # Task.level
+            if seconds > longest.get(level, -1.0):
+                longest[level] = seconds
+        self.task_time = task_time
+        first, last = self.level_first, self.level_last
+        for level, seconds in longest.items():
             first[level] = min(first.get(level, begin), begin - seconds)
             last[level] = max(last.get(level, 0.0), begin)
-        self.task_time = task_time
         self.makespan = max(self.makespan, begin)
 
 

@@ -143,3 +143,45 @@ def test_batches_taken_a_group_at_a_time_equal_those_taken_task_by_task(monkeypa
     slow = simulate(by_level, 4, duration, policy)
     assert calls and fast == slow
     assert fast.messages < len(by_level[1]) + len(by_level[2]) + len(by_level[3])  # batches were built
+
+
+def test_pending_groups_do_not_depend_on_chunks_or_how_many_shapes(monkeypatch):
+    """PendingTasks.extend groups in C, a chunk at a time: the same groups, in the same order, as one task at a time.
+
+    Shuffled tasks of several levels, bases, model chemistries and dispatch levels (screened vmfc-like
+    tasks), grouped with chunks smaller than the input and both with the per-shape passes and with
+    the loop; then put back and taken again, every task once.
+    """
+    from mbe_mpi.scheduling import scheduler
+
+    rng = random.Random(5)
+    tasks = []
+    for index in range(500):
+        level = rng.choice((1, 2, 3))
+        real = tuple(range(1, level + 1))
+        basis = rng.choice((real, tuple(range(1, 5)), tuple(range(1, 7))))
+        dispatch = rng.choice((0, 0, 3)) if level < 3 else 0
+        tasks.append(Task(index, rng.choice((0, 1)), real, basis, rng.choice((1.0, 2.0, rng.random())), dispatch))
+    rng.shuffle(tasks)
+
+    def grouped(chunk: int, passes_up_to: int) -> list[list[int]]:
+        monkeypatch.setattr(scheduler, "_CHUNK", chunk)
+        monkeypatch.setattr(scheduler, "_C_GROUPING_UP_TO", passes_up_to)
+        pending = scheduler.PendingTasks(CostModel())
+        pending.extend(tasks[:300])
+        pending.extend(tasks[300:])
+        return [[t.index for t in group] for shapes in pending._groups.values() for group in shapes.values()]
+
+    reference = grouped(10_000, 0)  # one chunk, the loop
+    expected = {}
+    for task in sorted(tasks, key=lambda t: (-t.cost, t.index)):
+        expected.setdefault((task.dispatch_level, task.mc_index, task.level, len(task.basis)), []).append(task.index)
+    assert sorted(reference) == sorted(expected.values())
+    assert grouped(7, 0) == reference and grouped(7, 100) == reference and grouped(64, 100) == reference
+
+    pending = scheduler.PendingTasks(CostModel())
+    pending.extend(tasks)
+    queue = pending.best()
+    first = pending.take(queue, 3)
+    taken = first + [pending.pop(pending.best()) for _ in range(len(pending))]
+    assert sorted(t.index for t in taken) == list(range(500)) and not pending._groups
