@@ -59,8 +59,6 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-
-
 class Progress(RunObserver):
     """Counts per level (done, running, failed, reused) and renders them; driven by the master's callbacks."""
 

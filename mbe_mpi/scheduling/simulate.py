@@ -124,20 +124,14 @@ class _Simulation:
 
     def _finish(self, now: float, worker: int, done: tuple[Task, float]) -> None:
         """A worker finished a task: the result travels (or waits for company), the next task starts."""
+        self.running[worker] = None
         held = self.held[worker]
         held.append(done)
-        queue = self.queues[worker]
         # as the real worker does: results of tiny tasks wait for company while more work is queued
-        if should_flush(len(held), done[1], 0.0, not queue):
+        if should_flush(len(held), done[1], 0.0, not self.queues[worker]):
             self.post(now + self.costs.latency, "results", worker, tuple(held))
             self.held[worker] = []
-        if queue:  # _start_next, inline: once per simulated task
-            task = queue.popleft()
-            self.running[worker] = task
-            seconds = self.duration(task)
-            heapq.heappush(self.events, (now + seconds, next(self._sequence), "finish", worker, (task, seconds)))
-        else:
-            self.running[worker] = None
+        self._start_next(worker, now)
 
     def _charge(self, seconds: float) -> None:
         self.master_free += seconds
