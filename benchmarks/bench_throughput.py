@@ -71,9 +71,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-_SHARED = REPO.parent / "shared" / "data" / "water32.xyz"
-WATER32 = _SHARED if _SHARED.exists() else REPO / "tests" / "data" / "water32.xyz"
-ANGSTROM_TO_BOHR = 1.0 / 0.52917721067
+sys.path.insert(0, str(HERE))  # also where mpi4py.futures runs this file
+
+from bench_chemistry import ANGSTROM_TO_BOHR, water_cluster  # noqa: E402
+
 MEMORY_GIB = 1.0  # memory per task given to QCEngine, the same for every variant
 VARIANTS = ("mbe-mpi", "mbe-local", "futures", "futures-1", "pool", "mbe-mpi-batch", "mbe-local-batch", "mbe-mpi-diag",
             "sequential", "overhead", "mbe-mpi-noscratch", "mbe-mpi-minpoll", "mbe-mpi-diag-results")
@@ -85,18 +86,6 @@ DIAG_MIN_POLL = 1e-4  # the -diag variant's shortest back-off sleep (mbe_mpi's B
 # --------------------------------------------------------------------------------------------------
 # The input: a water cluster cut from water32.xyz, synthetic program at zero cost
 # --------------------------------------------------------------------------------------------------
-
-
-def water_cluster(n: int, center: int = 3) -> list[list[tuple[str, tuple[float, float, float]]]]:
-    """Water ``center`` (0-based) and its n-1 nearest neighbours by O-O distance (ties: file order)."""
-    import numpy as np
-
-    rows = [line.split() for line in WATER32.read_text().splitlines()[2:] if line.strip()]
-    atoms = [(s, (float(x), float(y), float(z))) for s, x, y, z in rows]
-    waters = [atoms[3 * i : 3 * i + 3] for i in range(len(atoms) // 3)]
-    origin = np.array(waters[center][0][1])
-    order = sorted(range(len(waters)), key=lambda i: (float(np.linalg.norm(np.array(waters[i][0][1]) - origin)), i))
-    return [waters[i] for i in order[:n]]
 
 
 def make_input(n_waters: int, bsse: str, max_nbody: int, seconds: float = 0.0):
