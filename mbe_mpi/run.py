@@ -620,12 +620,22 @@ def single_rank(comm: Any) -> bool:
     return True
 
 
-def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str] | None = None) -> WorkerInit:
+def fork_zygote() -> Any:
+    """On a worker rank, before MPI starts: the fork that may become its forkserver (see transports.zygote)."""
+    from .transports import launcher_rank
+    from .transports.zygote import Zygote
+
+    return Zygote.fork() if launcher_rank() != 0 else None
+
+
+def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str] | None = None,
+                    zygote: Any = None) -> WorkerInit:
     """A worker rank's settings; collective (every rank calls it): the node's memory is shared by its workers.
 
     A worker rank also starts its forkserver here, preloaded for ``programs`` (None: all of ours):
-    its supervised QC child, and any restart of it, is then a fork of that (milliseconds), while
-    the rank itself never forks.
+    ``zygote`` (forked before MPI started) where it can serve, else a spawned one. Its supervised QC
+    child, and any restart of it, is then a fork of that (milliseconds); the rank itself never forks
+    once MPI runs.
     """
     from .transports.mpi import ignore_hydra_notices, workers_on_node
     from .transports.processes import forkserver_context
@@ -633,7 +643,9 @@ def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str
     memory = options.memory_per_task or default_memory_per_task(workers_on_node(comm))
     ignore_hydra_notices()
     if comm.Get_rank() != 0 and options.isolate_tasks:
-        forkserver_context(options.threads_per_task, preload(programs))
+        forkserver_context(options.threads_per_task, preload(programs), zygote)
+    elif zygote is not None:
+        zygote.discard()
     return WorkerInit.from_options(options, memory, child_start="forkserver")
 
 
@@ -642,6 +654,7 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     from .transports import launcher_rank
     from .transports.watchdog import mpi_start_watchdog
 
+    zygote = fork_zygote()
     with mpi_start_watchdog(hooks.mpi_start_timeout, launcher_rank()):
         from mpi4py import MPI
 
@@ -651,8 +664,11 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     defaults = ExecutionOptions()
     beacon = start_beacon(comm, defaults.heartbeat_interval)  # rank 0 is silent while it plans
     setup, announcement = _announce(comm, prepare, hooks, defaults.heartbeat_timeout)
-    if announcement[0] != "ok" and beacon is not None:
-        beacon.stop()
+    if announcement[0] != "ok":
+        if beacon is not None:
+            beacon.stop()
+        if zygote is not None:
+            zygote.discard()
     if announcement[0] == "input":
         raise InputError(announcement[1])
     if announcement[0] == "stopped":
@@ -660,7 +676,7 @@ def _run_mpi(prepare: Prepare, hooks: RunHooks) -> Outcome | None:
     if announcement[0] == "internal":
         raise RuntimeError(f"rank 0 failed while preparing the run:\n{announcement[1]}")
     options = ExecutionOptions.from_mapping(announcement[1])
-    init = mpi_worker_init(comm, options, announcement[2])
+    init = mpi_worker_init(comm, options, announcement[2], zygote)
     if comm.Get_rank() != 0:
         serve_rank(comm, init, options.heartbeat_timeout)
         return None

@@ -27,6 +27,7 @@ from .run import (
     MasterSetup,
     Outcome,
     WorkerPool,
+    fork_zygote,
     input_preparer,
     mpi_worker_init,
     serve_rank,
@@ -63,6 +64,7 @@ class Session:
 
     def _start_mpi(self) -> bool:
         """Under mpiexec: rank 0 becomes the pool's master; other ranks serve. True on a worker rank."""
+        zygote = fork_zygote()  # before MPI starts (None once it runs)
         from mpi4py import MPI
 
         from .transports.mpi import MPIMasterTransport
@@ -70,7 +72,7 @@ class Session:
         comm = MPI.COMM_WORLD
         if single_rank(comm):
             return False
-        init = mpi_worker_init(comm, self.options)
+        init = mpi_worker_init(comm, self.options, zygote=zygote)
         if comm.Get_rank() != 0:
             serve_rank(comm, init, self.options.heartbeat_timeout)
             self._closed = True

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .zygote import Zygote
+
 logger = logging.getLogger(__name__)
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -49,22 +51,28 @@ def thread_environment(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def forkserver_context(threads: int, preload: Sequence[str]) -> Any:
+def forkserver_context(threads: int, preload: Sequence[str], zygote: Zygote | None = None) -> Any:
     """A multiprocessing context whose processes fork from a preloaded forkserver (started here, once).
 
-    Falls back to ``spawn`` if this process's forkserver was started with another thread count.
+    The forkserver is ``zygote`` where one was forked and can serve ``threads``, else a spawned
+    interpreter. Falls back to ``spawn`` if this process's forkserver was started with another thread count.
     """
     global _forkserver_threads
     if _forkserver_threads is not None and _forkserver_threads != threads:
+        if zygote is not None:
+            zygote.discard()
         logger.debug("forkserver runs with %d threads, not %d: starting processes with spawn",
                      _forkserver_threads, threads)
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     if _forkserver_threads is None:
         context.set_forkserver_preload(list(preload))
-        with thread_environment(threads):
-            multiprocessing.forkserver.ensure_running()
+        if zygote is None or not zygote.become_forkserver(threads, preload):
+            with thread_environment(threads):
+                multiprocessing.forkserver.ensure_running()
         _forkserver_threads = threads
+    elif zygote is not None:
+        zygote.discard()
     return context
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from ..plan import task_label
 from ..protocol import JobMessage, ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
 from ..transports.processes import exit_when_gone
+from ..transports.zygote import TASK_PROCESS_NAME, name_process
 from .execute import prepare_qc_process
 from .executors import JobContexts, QCThread, startup_failure
 from .init import WorkerInit
@@ -49,6 +50,7 @@ def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: Wo
     It ends at once when its worker (process ``worker``) does, even in the middle of a task.
     """
     exit_when_gone(worker, "its worker")
+    name_process(TASK_PROCESS_NAME)
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
         signal.signal(sig, signal.SIG_IGN)
     for fd in init.close_fds:  # a forked child must not hold its parent's link to the master open:

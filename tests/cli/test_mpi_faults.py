@@ -19,6 +19,8 @@ import psutil
 import pytest
 from qcmanybody.models.v2 import ManyBodyResult
 
+from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME
+
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
 from .helpers import REPO, WORKER_EXIT_PLUGIN, mpiexec
 from .test_faults import _journaled
@@ -39,7 +41,8 @@ def _rank_process(launcher: psutil.Process, rank: int) -> psutil.Process:
     """The process of MPI rank ``rank`` among the launcher's descendants (hydra sets PMI_RANK)."""
     for proc in launcher.children(recursive=True):
         try:
-            if proc.environ().get("PMI_RANK") == str(rank) and "mbe_mpi" in " ".join(proc.cmdline()):
+            if (proc.environ().get("PMI_RANK") == str(rank) and "mbe_mpi" in " ".join(proc.cmdline())
+                    and proc.name() not in (PROCESS_NAME, TASK_PROCESS_NAME)):  # not its forkserver or QC child
                 return proc
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -89,9 +92,9 @@ def test_killed_qc_child_of_a_rank_is_a_failed_task_retried(tmp_path):
     proc, out, checkpoint = _launch(tmp_path, {"isolate_tasks": True, "retry_backoff": 0.1})
     _wait_for_results(proc, checkpoint, 20)
     rank2 = _rank_process(psutil.Process(proc.pid), 2)
-    # the supervised QC process is forked by the rank's forkserver (the resource tracker is another child)
-    children = [qc for server in rank2.children() if "forkserver" in " ".join(server.cmdline())
-                for qc in server.children()]
+    # the supervised QC process is forked by the rank's forkserver, a fork of the rank made before MPI
+    # started (the resource tracker is another child)
+    children = [qc for server in rank2.children() if server.name() == PROCESS_NAME for qc in server.children()]
     assert len(children) == 1, rank2.children()
     children[0].kill()
     result, stderr = _finish(proc, out)

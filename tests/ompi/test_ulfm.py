@@ -17,6 +17,8 @@ import sys
 import psutil
 import pytest
 
+from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME
+
 from ..cli.test_mpi_faults import _finish, _input, _wait_for_results
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,9 +38,11 @@ def _open_mpi_mpirun() -> str:
 
 
 def _rank_processes(launcher: subprocess.Popen, ranks: tuple[str, ...]) -> list[psutil.Process]:
-    """The rank processes themselves (``python -m mbe_mpi``), not their forkservers, which share the environment."""
+    """The rank processes themselves (``python -m mbe_mpi``), not their forkservers or QC children, which share
+    the environment (and, forked from the rank, its command line)."""
     return [p for p in psutil.Process(launcher.pid).children(recursive=True)
-            if p.environ().get("OMPI_COMM_WORLD_RANK") in ranks and p.cmdline()[1:3] == ["-m", "mbe_mpi"]]
+            if p.environ().get("OMPI_COMM_WORLD_RANK") in ranks and p.cmdline()[1:3] == ["-m", "mbe_mpi"]
+            and p.name() not in (PROCESS_NAME, TASK_PROCESS_NAME)]
 
 
 def _launch(tmp_path, ranks: int) -> tuple[subprocess.Popen, object]:

@@ -1,0 +1,110 @@
+"""The zygote: a fork of a worker rank made before MPI starts, which becomes the rank's forkserver.
+
+Each case runs in a fresh interpreter (a process with one thread and nothing forked yet, as a rank
+is before ``MPI_Init``); the MPI suites run it for real under mpiexec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from mbe_mpi.transports.zygote import PROCESS_NAME
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the zygote is used on Linux")
+
+_SCRIPT = r"""
+import json, os, sys, threading, time
+from mbe_mpi.transports.processes import forkserver_context
+from mbe_mpi.transports.zygote import Zygote
+
+
+def report(conn, watched_fd):
+    try:
+        target = os.readlink(f"/proc/self/fd/{watched_fd}")
+    except OSError:
+        target = None
+    with open("/proc/self/comm") as comm:
+        name = comm.read().strip()
+    conn.send({"ppid": os.getppid(), "preloaded": "colorsys" in sys.modules, "name": name, "fd": target})
+
+
+if __name__ == "__main__":
+    mode, threads = sys.argv[1], int(sys.argv[2])
+    if mode == "thread":
+        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+    if mode in ("thread", "plain"):
+        zygote = Zygote.fork()
+        print(json.dumps({"zygote": zygote is not None}))
+        if zygote is not None:
+            zygote.discard()
+        sys.exit()
+    read_end, write_end = os.pipe()  # stands for the launcher's PMI socket: the zygote must not keep it
+    zygote = Zygote.fork()
+    if mode == "orphan":
+        print(json.dumps({"zygote": zygote.pid}), flush=True)
+        os._exit(0)
+    context = forkserver_context(threads, ["colorsys"], zygote)
+    ours, theirs = context.Pipe()
+    child = context.Process(target=report, args=(theirs, write_end))
+    child.start()
+    answer = ours.recv()
+    child.join()
+    try:
+        reaped = os.waitpid(zygote.pid, os.WNOHANG)[0] == zygote.pid
+    except ChildProcessError:
+        reaped = True
+    print(json.dumps({**answer, "zygote": zygote.pid, "exitcode": child.exitcode, "pipe": os.readlink(f"/proc/self/fd/{write_end}"),
+                      "zygote_reaped": reaped}))
+"""
+
+
+def _run(tmp_path, mode: str, threads: int = 1, **variables: str) -> dict:
+    script = tmp_path / "zygote_case.py"
+    script.write_text(_SCRIPT)
+    env = {key: value for key, value in os.environ.items() if key not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, str(script), mode, str(threads)], capture_output=True, text=True,
+                          timeout=120, env={**env, "OMP_NUM_THREADS": "1", **variables})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_processes_fork_from_the_zygote_with_the_preload_and_none_of_its_descriptors(tmp_path):
+    answer = _run(tmp_path, "serve")
+    assert answer["ppid"] == answer["zygote"]  # forked by the zygote, not by a spawned forkserver
+    assert answer["preloaded"] and answer["exitcode"] == 0
+    assert answer["name"] == PROCESS_NAME
+    assert answer["fd"] != answer["pipe"]  # the descriptor the parent had when it forked is not inherited
+
+
+def test_a_zygote_that_cannot_serve_the_thread_count_ends_and_a_spawned_forkserver_serves(tmp_path):
+    # MKL would read 2 threads: what was loaded in the rank is not what the run asks for
+    answer = _run(tmp_path, "serve", threads=1, MKL_NUM_THREADS="2")
+    assert answer["ppid"] != answer["zygote"] and answer["exitcode"] == 0 and answer["preloaded"]
+    assert answer["zygote_reaped"]
+
+
+def test_no_zygote_while_another_thread_runs(tmp_path):
+    assert _run(tmp_path, "plain") == {"zygote": True}
+    assert _run(tmp_path, "thread") == {"zygote": False}
+    # NumPy's OpenBLAS started a thread of its own for OMP_NUM_THREADS=2: that counts too
+    assert _run(tmp_path, "plain", OMP_NUM_THREADS="2") == {"zygote": False}
+
+
+def test_the_zygote_ends_when_its_rank_is_gone(tmp_path):
+    pid = _run(tmp_path, "orphan")["zygote"]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        assert time.monotonic() < deadline, "the zygote outlived its rank"
+        time.sleep(0.05)
