@@ -6,6 +6,8 @@ threads, locks, OpenMP pools and MPI state would be copied half-way), but multip
 *forkserver* is a process made for it: a fresh interpreter (spawned, so it inherits no MPI state and
 no file descriptors but its own), single-threaded, that imports the preload modules and then only
 forks. Its children start with everything imported and run nothing they did not start themselves.
+A worker rank's forkserver is instead a fork of the rank taken before MPI started, while it was just
+as clean (:mod:`mbe_mpi.transports.zygote`), so that the rank's imports are not made twice.
 
 OpenMP runtimes and BLAS read their thread count once, when they are loaded: the forkserver is
 started with the thread variables set to ``threads_per_task``, and a process whose forkserver
