@@ -34,6 +34,7 @@ import struct
 import sys
 import traceback
 from collections.abc import Sequence
+from multiprocessing import connection, reduction, resource_tracker, spawn, util
 
 __all__ = ["PROCESS_NAME", "TASK_PROCESS_NAME", "Zygote", "name_process"]
 
@@ -106,8 +107,6 @@ class Zygote:
 
     def become_forkserver(self, threads: int, preload: Sequence[str]) -> bool:
         """Make the zygote this process's forkserver, preloaded with ``preload``; False: it cannot (it ends)."""
-        from multiprocessing import connection, resource_tracker, spawn, util
-
         if self._channel is None or not _serves(threads):
             self.discard()
             return False
@@ -128,9 +127,7 @@ class Zygote:
                 alive_r, alive_w = os.pipe()  # every client holds the write end; the server ends at EOF
                 try:
                     payload = pickle.dumps((list(preload), data))
-                    from multiprocessing.reduction import sendfds
-
-                    sendfds(self._channel, [listener.fileno(), alive_r])
+                    reduction.sendfds(self._channel, [listener.fileno(), alive_r])
                     self._channel.sendall(struct.pack("!I", len(payload)) + payload)
                 except OSError:
                     os.close(alive_w)
@@ -180,9 +177,7 @@ def _zygote_main(channel: socket.socket) -> None:
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
         gc.freeze()
-        from multiprocessing.reduction import recvfds
-
-        listener_fd, alive_r = recvfds(channel, 2)
+        listener_fd, alive_r = reduction.recvfds(channel, 2)
         (size,) = struct.unpack("!I", _receive(channel, 4))
         preload, data = pickle.loads(_receive(channel, size))
         channel.close()
