@@ -39,6 +39,7 @@ from .screened import EnergyRecorder, ScreenedRun
 from .screening import screening_of, with_screening
 from .signals import StopSignals, stop_signals
 from .transports import MasterTransport, launched_by_hydra, launched_by_mpi
+from .transports.zygote import Zygote
 from .worker import WorkerInit, worker_main
 
 logger = logging.getLogger(__name__)
@@ -620,16 +621,15 @@ def single_rank(comm: Any) -> bool:
     return True
 
 
-def fork_zygote() -> Any:
+def fork_zygote() -> Zygote | None:
     """On a worker rank, before MPI starts: the fork that may become its forkserver (see transports.zygote)."""
     from .transports import launcher_rank
-    from .transports.zygote import Zygote
 
     return Zygote.fork() if launcher_rank() != 0 else None
 
 
 def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str] | None = None,
-                    zygote: Any = None) -> WorkerInit:
+                    zygote: Zygote | None = None) -> WorkerInit:
     """A worker rank's settings; collective (every rank calls it): the node's memory is shared by its workers.
 
     A worker rank also starts its forkserver here, preloaded for ``programs`` (None: all of ours):

@@ -53,6 +53,13 @@ def thread_environment(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _launched_with(threads: int) -> bool:
+    """Whether the libraries this process loaded at its start read ``threads`` from the thread variables."""
+    wanted = str(threads)
+    return os.environ.get("OMP_NUM_THREADS") == wanted and all(
+        os.environ.get(name) in (None, wanted) for name in _THREAD_VARIABLES if name != "OMP_NUM_THREADS")
+
+
 def forkserver_context(threads: int, preload: Sequence[str], zygote: Zygote | None = None) -> Any:
     """A multiprocessing context whose processes fork from a preloaded forkserver (started here, once).
 
@@ -60,21 +67,20 @@ def forkserver_context(threads: int, preload: Sequence[str], zygote: Zygote | No
     interpreter. Falls back to ``spawn`` if this process's forkserver was started with another thread count.
     """
     global _forkserver_threads
+    if zygote is not None and (_forkserver_threads is not None or not _launched_with(threads)):
+        zygote.discard()  # a forkserver runs already, or the zygote's BLAS was loaded for another thread count
+        zygote = None
     if _forkserver_threads is not None and _forkserver_threads != threads:
-        if zygote is not None:
-            zygote.discard()
         logger.debug("forkserver runs with %d threads, not %d: starting processes with spawn",
                      _forkserver_threads, threads)
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     if _forkserver_threads is None:
         context.set_forkserver_preload(list(preload))
-        if zygote is None or not zygote.become_forkserver(threads, preload):
+        if zygote is None or not zygote.become_forkserver(preload):
             with thread_environment(threads):
                 multiprocessing.forkserver.ensure_running()
         _forkserver_threads = threads
-    elif zygote is not None:
-        zygote.discard()
     return context
 
 

@@ -12,8 +12,9 @@ The same rules as for a spawned forkserver hold: it starts no threads and runs n
 it closes every descriptor it inherited except stdio (the launcher's PMI socket among them); the
 garbage collector never walks the heap it shares with the rank (``gc.freeze``), so its pages stay
 shared. OpenMP and BLAS read their thread count when loaded, and NumPy's BLAS is already loaded in
-the rank: the zygote serves only when the launch environment asks for the run's ``threads_per_task``,
-otherwise it ends and a spawned forkserver is started as before.
+the rank: :func:`mbe_mpi.transports.processes.forkserver_context` lets the zygote serve only when the
+launch environment asks for the run's ``threads_per_task``, otherwise it ends and a spawned forkserver
+is started as before.
 
 This fills in multiprocessing's forkserver state (``multiprocessing.forkserver._forkserver``) the
 way ``ForkServer.ensure_running`` does after spawning; where that state is not the one known here
@@ -43,7 +44,6 @@ PROCESS_NAME = "mbe_mpi-server"
 #: a supervised QC child's process name (a fork of the zygote would otherwise show the zygote's)
 TASK_PROCESS_NAME = "mbe_mpi-task"
 
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _MAIN_PARAMETERS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 _PR_SET_NAME = 15
 
@@ -73,13 +73,6 @@ def _single_threaded() -> bool:
         return False
 
 
-def _serves(threads: int) -> bool:
-    """Whether what was loaded with the launch environment runs ``threads`` threads per task."""
-    wanted = str(threads)
-    return os.environ.get("OMP_NUM_THREADS") == wanted and all(
-        os.environ.get(name) in (None, wanted) for name in _THREAD_VARIABLES[1:])
-
-
 class Zygote:
     """The rank's side: the zygote's pid and the socket on which it waits to be told to serve."""
 
@@ -105,10 +98,9 @@ class Zygote:
         theirs.close()
         return cls(pid, ours)
 
-    def become_forkserver(self, threads: int, preload: Sequence[str]) -> bool:
+    def become_forkserver(self, preload: Sequence[str]) -> bool:
         """Make the zygote this process's forkserver, preloaded with ``preload``; False: it cannot (it ends)."""
-        if self._channel is None or not _serves(threads):
-            self.discard()
+        if self._channel is None:
             return False
         server = multiprocessing.forkserver._forkserver
         with server._lock:
