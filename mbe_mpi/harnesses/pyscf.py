@@ -13,7 +13,9 @@ Design points (each is something an MBE needs, not a nicety):
 * The OpenMP thread count is ``TaskConfig.ncores`` capped by the ``OMP_NUM_THREADS`` that was set when
   this module was imported. QCEngine rewrites ``OMP_NUM_THREADS`` to ``ncores`` while a task runs, so
   reading it then would be useless; the launch-time value is what the user asked for and what a
-  reference run uses, and a different thread count may change the last bits of a result.
+  reference run uses, and a different thread count may change the last bits of a result. PySCF, and
+  the SciPy (OpenBLAS) it imports, are loaded with that launch value too: a library's thread pool is
+  sized when it is loaded, and QCManyBody's sequential loop first imports PySCF inside a task.
 * PySCF is kept silent (``verbose = 0``); with the ``verbose`` keyword its log goes into the result's
   ``stdout`` instead of the terminal.
 * A non-converged SCF raises :class:`qcengine.exceptions.ConvergenceError`, so QCEngine reports a
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,7 +36,7 @@ from qcelemental.util import safe_version, which_import
 from qcengine.programs.model import ProgramHarness
 
 from ..errors import InputError
-from .common import driver_name
+from .common import LAUNCH_OMP_THREADS, driver_name, import_with_launch_threads
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput
@@ -56,9 +57,13 @@ def _read_thread_cap(value: str | None) -> int | None:
     return cap if cap > 0 else None
 
 
-#: ``OMP_NUM_THREADS`` when this module was first imported (``None``: unset, no cap). Read once here
-#: because QCEngine overwrites the variable with ``ncores`` for the duration of every task.
-_LAUNCH_OMP_THREADS: int | None = _read_thread_cap(os.environ.get("OMP_NUM_THREADS"))
+#: the launch ``OMP_NUM_THREADS`` as a cap on PySCF's threads (``None``: unset, no cap)
+_LAUNCH_OMP_THREADS: int | None = _read_thread_cap(LAUNCH_OMP_THREADS)
+
+
+def _load_pyscf() -> None:
+    """Import PySCF, and the SciPy whose OpenBLAS it brings, with the launch thread count (see common)."""
+    import_with_launch_threads("pyscf", "scipy.linalg")
 
 _HF_NAMES = ("hf", "scf")
 _MP2_NAMES = ("mp2",)
@@ -344,6 +349,7 @@ class PySCFHarness(ProgramHarness):
     def get_version(self) -> str:
         """PySCF's version, normalised the way QCEngine expects."""
         self.found(raise_error=True)
+        _load_pyscf()
         import pyscf
 
         return safe_version(pyscf.__version__)
@@ -357,6 +363,7 @@ class PySCFHarness(ProgramHarness):
         by :meth:`compute`. Raises :class:`mbe_mpi.errors.InputError` with one sentence that names the bad
         value and what is available.
         """
+        _load_pyscf()
         keywords = dict(keywords or {})
         if not isinstance(method, str) or not method.strip():
             _fail("PySCF needs a method: hf (or scf), mp2, or any libxc functional, e.g. b3lyp, pbe0")
@@ -388,6 +395,7 @@ class PySCFHarness(ProgramHarness):
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         """Run one QCSchema v2 task; raise (QCEngine turns it into a FailedOperation) on any failure."""
         self.found(raise_error=True)
+        _load_pyscf()
         import pyscf
         from pyscf import lib
 

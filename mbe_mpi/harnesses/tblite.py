@@ -58,9 +58,7 @@ Failures
 from __future__ import annotations
 
 import math
-import os
 import re
-import sys
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -70,29 +68,13 @@ from qcengine.exceptions import ConvergenceError, UnknownError
 from qcengine.exceptions import InputError as QCEngineInputError
 from qcengine.programs.model import ProgramHarness
 
-from .common import driver_name, normalise_keyword, refuse
-
-#: the OpenMP thread count this process was started with (see "Threads" above)
-_THREADS_AT_START = os.environ.get("OMP_NUM_THREADS")
+from .common import driver_name, import_with_launch_threads, normalise_keyword, refuse
 
 
 def _load_tblite() -> None:
     """Import tblite's library (and its OpenMP runtime) with the thread count the process started with."""
-    if "tblite.interface" in sys.modules:
-        return
-    current = os.environ.get("OMP_NUM_THREADS")
-    _set_threads(_THREADS_AT_START)
-    try:
-        import tblite.interface  # noqa: F401
-    finally:
-        _set_threads(current)
+    import_with_launch_threads("tblite.interface")
 
-
-def _set_threads(value: str | None) -> None:
-    if value is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = value
 
 if TYPE_CHECKING:
     from qcelemental.models.v2 import AtomicInput, AtomicResult

@@ -7,6 +7,12 @@ OH, STO-3G) so the whole file runs in seconds on a shared 2-core machine.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -304,6 +310,46 @@ def test_threads_follow_ncores_without_cap(monkeypatch):
 
 def test_threads_capped_by_launch_omp_num_threads(monkeypatch):
     assert _threads_seen_inside(monkeypatch, ncores=2, cap=1) == 1
+
+
+_FIRST_IMPORT_IN_A_TASK = textwrap.dedent("""
+    # A fresh process as QCManyBody's sequential loop is one: PySCF (and SciPy) first imported inside
+    # qcengine.compute, which sets OMP_NUM_THREADS to ncores (2 here) around the task.
+    import importlib.abc, json, os, sys
+    seen = {}
+
+    class Spy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "scipy.linalg" and name not in seen:
+                seen[name] = os.environ.get("OMP_NUM_THREADS")
+            return None
+
+    sys.meta_path.insert(0, Spy())
+    import mbe_mpi, qcengine
+    assert "scipy.linalg" not in sys.modules
+    from qcelemental.models.v2 import AtomicInput, Molecule
+    water = Molecule(symbols=["O", "H", "H"], geometry=[0, 0, -0.1294, 0, 1.4941, 1.0274, 0, -1.4941, 1.0274])
+    task = AtomicInput(molecule=water, specification={"driver": "energy", "program": "pyscf",
+                                                      "model": {"method": "hf", "basis": "sto-3g"}})
+    qcengine.compute(task, "pyscf", raise_error=True, task_config={"ncores": 2})
+    print(json.dumps({"omp_at_scipy_import": seen.get("scipy.linalg"), "omp_after": os.environ.get("OMP_NUM_THREADS"),
+                      "threads": len(os.listdir("/proc/self/task"))}))
+""")
+
+
+def test_libraries_first_imported_inside_a_task_get_the_launch_thread_count():
+    # Regression: SciPy's OpenBLAS, loaded during the first task under QCEngine's OMP_NUM_THREADS=ncores,
+    # kept a second (spinning) thread in a run started with OMP_NUM_THREADS=1, and its eigensolver's last
+    # bits then differed from mbe_mpi's workers' (4e-12 Eh on a (H2O)6 cc-pVDZ expansion).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    out = subprocess.run([sys.executable, "-c", _FIRST_IMPORT_IN_A_TASK], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["omp_at_scipy_import"] == "1"
+    assert seen["omp_after"] == "1"  # QCEngine's value around the task is gone again
+    if sys.platform == "linux" and (os.cpu_count() or 1) >= 2:
+        assert seen["threads"] == 1  # no BLAS thread pool beside the main thread
 
 
 def test_read_thread_cap():
