@@ -65,6 +65,7 @@ def _load_pyscf() -> None:
     """Import PySCF, and the SciPy whose OpenBLAS it brings, with the launch thread count (see common)."""
     import_with_launch_threads("pyscf", "scipy.linalg")
 
+
 _HF_NAMES = ("hf", "scf")
 _MP2_NAMES = ("mp2",)
 _DRIVERS = ("energy", "gradient", "hessian")
