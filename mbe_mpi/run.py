@@ -381,8 +381,13 @@ class WorkerPool:
         self.startup_deadline: float | None = None  # perf_counter time by which every worker must have joined
 
     @classmethod
-    def local(cls, options: ExecutionOptions, programs: Iterable[str] | None = None) -> WorkerPool:
-        """``n_workers`` local worker processes, forked from a forkserver preloaded for ``programs``."""
+    def local(cls, options: ExecutionOptions, programs: Iterable[str] | None = None,
+              zygote: Zygote | None = None) -> WorkerPool:
+        """``n_workers`` local worker processes, forked from a forkserver preloaded for ``programs``.
+
+        The forkserver is ``zygote`` (a fork of this process, see :func:`fork_local_zygote`), or one
+        forked now, where it can serve; else a spawned interpreter.
+        """
         from .transports.local import LocalMasterTransport
 
         n_workers = options.n_workers or usable_cores()
@@ -390,7 +395,7 @@ class WorkerPool:
         # a worker forked from the forkserver has one thread when it forks its QC child: safe
         init = WorkerInit.from_options(options, memory, child_start="fork")
         transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task,
-                                         preload=preload(programs))
+                                         preload=preload(programs), zygote=zygote or fork_local_zygote())
         return cls(transport, "local")
 
     @property
@@ -560,12 +565,20 @@ def _check_stop(hooks: RunHooks) -> None:
 
 def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
     started = time.perf_counter()
-    setup = MasterSetup.prepare(prepare)
+    zygote = fork_local_zygote()  # now, while this process has one thread: planning may start another
+    try:
+        setup = MasterSetup.prepare(prepare)
+    except BaseException:
+        if zygote is not None:
+            zygote.discard()
+        raise
     try:
         _check_stop(hooks)
         logger.info("running %s on local worker processes", setup.count_text)
-        pool = WorkerPool.local(setup.options, programs_of(setup.mbi))
+        pool = WorkerPool.local(setup.options, programs_of(setup.mbi), zygote=zygote)
     except BaseException:
+        if zygote is not None:
+            zygote.discard()
         setup.abandon()
         raise
     try:
@@ -626,6 +639,19 @@ def fork_zygote() -> Zygote | None:
     from .transports import launcher_rank
 
     return Zygote.fork() if launcher_rank() != 0 else None
+
+
+def fork_local_zygote() -> Zygote | None:
+    """In a master about to start local workers: the fork that may become their forkserver.
+
+    Its children start with what this process has imported (QCEngine, QCManyBody, ours) instead of
+    a fresh interpreter importing it all again: 1.4 s of a local run's start-up on this machine.
+    Only while this process has one thread and no forkserver yet (see :class:`Zygote`); the
+    zygote forgets this process's logging, so workers configure theirs as under ``spawn``.
+    """
+    from .transports.processes import forkserver_running
+
+    return None if forkserver_running() else Zygote.fork(fresh_logging=True)
 
 
 def mpi_worker_init(comm: Any, options: ExecutionOptions, programs: Iterable[str] | None = None,

@@ -2,8 +2,9 @@
 
 Same protocol bytes and the same master/worker code as under MPI. Workers are started once per
 pool, forked from a preloaded forkserver (:mod:`mbe_mpi.transports.processes`; never from the
-master itself, whose threads, OpenMP pools and -- under ``mpiexec -n 1`` -- MPI state a fork would
-copy). What a worker runs is given as ``entry``, a picklable callable that takes the worker's
+running master, whose threads, OpenMP pools and -- under ``mpiexec -n 1`` -- MPI state a fork would
+copy, but from a spawned interpreter or from ``zygote``, a fork of the master made while it had none of
+those). What a worker runs is given as ``entry``, a picklable callable that takes the worker's
 :class:`PipeWorkerEndpoint`.
 """
 
@@ -15,9 +16,11 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import select
+import signal
 from collections.abc import Callable, Sequence
 
 from .processes import exit_when_gone, forkserver_context, thread_environment
+from .zygote import WORKER_PROCESS_NAME, Zygote, name_process
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +43,18 @@ class PipeWorkerEndpoint:
 
 def _worker_main(conn: multiprocessing.connection.Connection, rank: int,
                  entry: Callable[[PipeWorkerEndpoint], None], master: int) -> None:
-    """Entry point of a local worker process (module level so that ``spawn`` can import it)."""
+    """Entry point of a local worker process (module level so that ``spawn`` can import it).
+
+    Ctrl-C reaches every process of the terminal's process group: the master handles it (it keeps
+    the results and ends the workers), a worker ignores it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_when_gone(master, "the master")  # from the first moment, whatever the worker is doing then
+    name_process(WORKER_PROCESS_NAME)
     try:
         entry(PipeWorkerEndpoint(conn, rank))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        pass  # the master went away or the user interrupted: nothing left to report to
+    except (EOFError, BrokenPipeError):
+        pass  # the master went away: nothing left to report to
 
 
 class LocalMasterTransport:
@@ -56,10 +65,12 @@ class LocalMasterTransport:
     failed: set[int] = frozenset()  # only an MPI library declares processes failed
 
     def __init__(self, n_workers: int, entry: Callable[[PipeWorkerEndpoint], None], threads: int, *,
-                 preload: Sequence[str] = (), start_method: str = "forkserver"):
+                 preload: Sequence[str] = (), start_method: str = "forkserver", zygote: Zygote | None = None):
         if start_method == "forkserver":
-            context = forkserver_context(threads, preload)
+            context = forkserver_context(threads, preload, zygote)
         else:
+            if zygote is not None:
+                zygote.discard()
             context = multiprocessing.get_context(start_method)
         self.worker_ids = list(range(1, n_workers + 1))
         self._conns: dict[int, multiprocessing.connection.Connection] = {}

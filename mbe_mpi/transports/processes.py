@@ -6,8 +6,9 @@ threads, locks, OpenMP pools and MPI state would be copied half-way), but multip
 *forkserver* is a process made for it: a fresh interpreter (spawned, so it inherits no MPI state and
 no file descriptors but its own), single-threaded, that imports the preload modules and then only
 forks. Its children start with everything imported and run nothing they did not start themselves.
-A worker rank's forkserver is instead a fork of the rank taken before MPI started, while it was just
-as clean (:mod:`mbe_mpi.transports.zygote`), so that the rank's imports are not made twice.
+Where it can be, the forkserver is instead a fork of the process that needs it -- a worker rank
+before MPI started, a local master before it started planning -- taken while it was just as clean
+(:mod:`mbe_mpi.transports.zygote`), so that its imports are not made twice.
 
 OpenMP runtimes and BLAS read their thread count once, when they are loaded: the forkserver is
 started with the thread variables set to ``threads_per_task``, and a process whose forkserver
@@ -58,6 +59,11 @@ def _launched_with(threads: int) -> bool:
     wanted = str(threads)
     return os.environ.get("OMP_NUM_THREADS") == wanted and all(
         os.environ.get(name) in (None, wanted) for name in _THREAD_VARIABLES if name != "OMP_NUM_THREADS")
+
+
+def forkserver_running() -> bool:
+    """Whether this process has started its forkserver (a zygote forked now could not serve)."""
+    return _forkserver_threads is not None
 
 
 def forkserver_context(threads: int, preload: Sequence[str], zygote: Zygote | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""A worker rank's forkserver without a second cold start: a fork of the rank made before ``MPI_Init``.
+"""A forkserver without a second cold start: a fork of the process that needs one, made while that is safe.
 
 A worker rank imports QCEngine, QCManyBody and our worker modules before MPI starts; its forkserver
 (see :mod:`mbe_mpi.transports.processes`) used to be a fresh interpreter importing all of it again,
@@ -6,7 +6,8 @@ once per rank: 0.6-0.8 s of CPU each on this machine, and on a cluster twice the
 traffic of an "import storm" of hundreds of ranks. A *zygote* is a fork of the rank taken at the last
 moment it is safe to fork -- one thread, MPI not initialised, nothing of MPI's in the process -- that
 waits until the rank knows what the run needs, then imports only what is missing (the QC program)
-and becomes the rank's multiprocessing forkserver.
+and becomes the rank's multiprocessing forkserver. A local run's master forks one the same way
+before it starts planning (its first thread), for its worker processes: 1.4 s less start-up.
 
 The same rules as for a spawned forkserver hold: it starts no threads and runs nothing but forks;
 it closes every descriptor it inherited except stdio (the launcher's PMI socket among them); the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import inspect
+import logging
 import multiprocessing.forkserver
 import os
 import pickle
@@ -37,12 +39,14 @@ import traceback
 from collections.abc import Sequence
 from multiprocessing import connection, reduction, resource_tracker, spawn, util
 
-__all__ = ["PROCESS_NAME", "TASK_PROCESS_NAME", "Zygote", "name_process"]
+__all__ = ["PROCESS_NAME", "TASK_PROCESS_NAME", "WORKER_PROCESS_NAME", "Zygote", "name_process"]
 
 #: the zygote's process name (``ps -o comm``, ``top``; psutil's ``name()``): its command line is the rank's
 PROCESS_NAME = "mbe_mpi-server"
 #: a supervised QC child's process name (a fork of the zygote would otherwise show the zygote's)
 TASK_PROCESS_NAME = "mbe_mpi-task"
+#: a local worker process's name (the single-node fallback; an MPI worker is its rank's process)
+WORKER_PROCESS_NAME = "mbe_mpi-worker"
 
 _MAIN_PARAMETERS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
 _PR_SET_NAME = 15
@@ -81,8 +85,14 @@ class Zygote:
         self._channel: socket.socket | None = channel
 
     @classmethod
-    def fork(cls) -> Zygote | None:
-        """Fork a zygote of this process, or None where that is not safe or this Python is not known."""
+    def fork(cls, *, fresh_logging: bool = False) -> Zygote | None:
+        """Fork a zygote of this process, or None where that is not safe or this Python is not known.
+
+        ``fresh_logging``: the zygote forgets this process's logging handlers, as a spawned
+        interpreter has none (a worker forked from it then configures its own); else it keeps those
+        writing to stdout and stderr. Handlers on other descriptors are always forgotten: the zygote
+        closes those descriptors, and their numbers are reused for pipes in what it forks.
+        """
         if (sys.platform != "linux" or "mpi4py.MPI" in sys.modules or not _single_threaded()
                 or not _forkserver_is_known()):
             return None
@@ -94,7 +104,7 @@ class Zygote:
             theirs.close()
             return None
         if pid == 0:  # the zygote never returns from here
-            _zygote_main(theirs)
+            _zygote_main(theirs, fresh_logging)
         theirs.close()
         return cls(pid, ours)
 
@@ -157,14 +167,39 @@ def _receive(channel: socket.socket, size: int) -> bytes:
     return data
 
 
-def _zygote_main(channel: socket.socket) -> None:
+#: handlers the zygote took off its loggers: kept referenced, so that no file object of theirs is ever
+#: finalised (closing a descriptor number that by then belongs to something else)
+_forgotten_handlers: list[logging.Handler] = []
+
+
+def _writes_to_stdio(handler: logging.Handler) -> bool:
+    try:
+        return handler.stream.fileno() in (1, 2)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _forget_logging(everything: bool) -> None:
+    """Take handlers off every logger: all of them, or those writing elsewhere than stdout/stderr."""
+    loggers = [logging.getLogger(), *(item for item in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(item, logging.Logger))]
+    for each in loggers:
+        for handler in list(each.handlers):
+            if everything or not _writes_to_stdio(handler):
+                each.removeHandler(handler)
+                _forgotten_handlers.append(handler)
+
+
+def _zygote_main(channel: socket.socket, fresh_logging: bool) -> None:
     """In the zygote: wait for the order to serve (or EOF: the rank is gone or does not need us), then serve."""
     code = 0
     try:
         name_process(PROCESS_NAME)
-        for sig in (signal.SIGTERM, signal.SIGUSR1):  # stopping is the master's decision (see mbe_mpi.preload)
+        # stopping is the master's decision (see mbe_mpi.preload), Ctrl-C's too: what the zygote forks
+        # (workers, QC children) starts with these ignored, as forkserver children restore its handlers
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _forget_logging(everything=fresh_logging)
         keep = channel.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))

@@ -19,6 +19,7 @@ from qcmanybody.models.v2 import ManyBodyResult
 
 import mbe_mpi
 from mbe_mpi.errors import TaskFailedError
+from mbe_mpi.transports.zygote import WORKER_PROCESS_NAME
 
 from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
 from .helpers import REPO, WORKER_EXIT_PLUGIN
@@ -87,9 +88,8 @@ def test_local_worker_killed_from_outside_is_replaced_by_the_others(tmp_path):
     while not checkpoint.exists() or _journaled(checkpoint) < 4:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
-    # the workers are forked by the master's forkserver
-    workers = [worker for server in psutil.Process(proc.pid).children() if "forkserver" in " ".join(server.cmdline())
-               for worker in server.children()]
+    workers = [child for child in psutil.Process(proc.pid).children(recursive=True)
+               if child.name() == WORKER_PROCESS_NAME]
     assert len(workers) == 2
     os.kill(workers[0].pid, signal.SIGKILL)
     _, stderr = proc.communicate(timeout=120)

@@ -108,3 +108,55 @@ def test_the_zygote_ends_when_its_rank_is_gone(tmp_path):
             break
         assert time.monotonic() < deadline, "the zygote outlived its rank"
         time.sleep(0.05)
+
+
+_LOCAL_SCRIPT = r"""
+import json, logging, sys
+import psutil
+
+logging.basicConfig(filename=sys.argv[2], level=logging.INFO)  # the user's log file: a descriptor the zygote closes
+import mbe_mpi
+from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME, WORKER_PROCESS_NAME
+from qcmanybody.models.v2 import ManyBodyInput
+
+mbi = ManyBodyInput.model_validate_json(open(sys.argv[1]).read())
+with mbe_mpi.Session(n_workers=2, retry_backoff=0.1) as session:
+    result = session.compute(mbi)
+    tree = []
+    for child in psutil.Process().children():
+        if child.name() == PROCESS_NAME:
+            tree.append(sorted((worker.name(), [qc.name() for qc in worker.children()]) for worker in child.children()))
+print(json.dumps({"tree": tree, "result": result.model_dump_json()}))
+"""
+
+
+def test_local_workers_fork_from_a_zygote_of_the_master_and_log_as_their_own(tmp_path):
+    from qcmanybody.models.v2 import ManyBodyResult
+
+    from mbe_mpi.transports.zygote import TASK_PROCESS_NAME, WORKER_PROCESS_NAME
+
+    from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
+
+    state = tmp_path / "state"
+    state.mkdir()
+    fault = {"kind": "raise", "when_natoms_real": 6, "when_natoms_ghost": 0, "attempts": 1}  # each dimer fails once
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"fault": fault, "state_dir": str(state)}}
+    mbi = manybody_input(cluster_molecule(3), bsse=["nocp"], specification=spec)
+    case, log = tmp_path / "case.json", tmp_path / "user.log"
+    case.write_text(mbi.model_dump_json())
+    script = tmp_path / "local_case.py"
+    script.write_text(_LOCAL_SCRIPT)
+    env = {key: value for key, value in os.environ.items() if key not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, str(script), str(case), str(log)], capture_output=True, text=True,
+                          timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    # master -> its zygote, the forkserver -> two workers -> one QC child each (no spawned interpreter)
+    assert answer["tree"] == [[[WORKER_PROCESS_NAME, [TASK_PROCESS_NAME]]] * 2]
+    # the workers' logging is their own, on stderr: not the master's handler on a descriptor the zygote closed
+    failed = [line for line in proc.stderr.splitlines() if "INFO: task" in line and "failed" in line]
+    assert len(failed) == 3 and all(line.startswith(("mbe_mpi[worker 1]", "mbe_mpi[worker 2]")) for line in failed)
+    user_log = log.read_text()
+    assert "failed on worker" in user_log and "on rank" not in user_log and "Logging error" not in proc.stderr
+    assert_same_result(ManyBodyResult.model_validate_json(answer["result"]), sequential_reference(mbi))
