@@ -89,9 +89,9 @@ def make_input(args: argparse.Namespace):
 
 
 def task_energies(result) -> dict[str, dict[str, Any]]:
-    """Per task label (with --cluster-results): return_energy as float.hex, and what PySCF really used."""
+    """Per task label (with --cluster-results): return_energy as float.hex, what PySCF really used, its wall time."""
     return {label: {"energy": float(atomic.properties.return_energy).hex(),
-                    "resources": atomic.extras.get("pyscf_resources")}
+                    "resources": atomic.extras.get("pyscf_resources"), "wall": atomic.provenance.wall_time}
             for label, atomic in (result.cluster_results or {}).items()}
 
 
