@@ -96,6 +96,11 @@ class Zygote:
         if (sys.platform != "linux" or "mpi4py.MPI" in sys.modules or not _single_threaded()
                 or not _forkserver_is_known()):
             return None
+        for stream in (sys.stdout, sys.stderr):  # else what they hold is written again by every process
+            try:                                   # forked from the zygote, when it exits
+                stream.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
         ours, theirs = socket.socketpair()
         try:
             pid = os.fork()

@@ -120,6 +120,7 @@ from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME, WORKER_PR
 from qcmanybody.models.v2 import ManyBodyInput
 
 mbi = ManyBodyInput.model_validate_json(open(sys.argv[1]).read())
+print("before the session")  # stdout is a pipe: this waits in the buffer when the zygote is forked
 with mbe_mpi.Session(n_workers=2, retry_backoff=0.1) as session:
     result = session.compute(mbi)
     tree = []
@@ -147,11 +148,13 @@ def test_local_workers_fork_from_a_zygote_of_the_master_and_log_as_their_own(tmp
     case.write_text(mbi.model_dump_json())
     script = tmp_path / "local_case.py"
     script.write_text(_LOCAL_SCRIPT)
-    env = {key: value for key, value in os.environ.items() if key not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONUNBUFFERED")}
     proc = subprocess.run([sys.executable, str(script), str(case), str(log)], capture_output=True, text=True,
                           timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.stdout.count("before the session") == 1  # not once more from each worker
     # master -> its zygote, the forkserver -> two workers -> one QC child each (no spawned interpreter)
     assert answer["tree"] == [[[WORKER_PROCESS_NAME, [TASK_PROCESS_NAME]]] * 2]
     # the workers' logging is their own, on stderr: not the master's handler on a descriptor the zygote closed
