@@ -565,9 +565,18 @@ def _check_stop(hooks: RunHooks) -> None:
 
 def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
     started = time.perf_counter()
-    zygote = fork_local_zygote()  # now, while this process has one thread: planning may start another
+    zygote: Zygote | None = None
+
+    def validated() -> tuple[ManyBodyInput, ExecutionOptions]:
+        nonlocal zygote
+        checked = prepare()
+        # the workers' forkserver, forked now: the input is valid, the QC programs that checked it are
+        # imported (so the zygote has them too), and planning, which may start a thread, has not begun
+        zygote = fork_local_zygote()
+        return checked
+
     try:
-        setup = MasterSetup.prepare(prepare)
+        setup = MasterSetup.prepare(validated)
     except BaseException:
         if zygote is not None:
             zygote.discard()

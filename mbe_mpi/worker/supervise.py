@@ -97,6 +97,10 @@ def _child_loop(conn: multiprocessing.connection.Connection, rank: int, contexts
                 return
 
 
+#: a task's answer when the worker was shut down while it waited or ran (nobody reads it)
+_STOPPED = ("stopped", "the worker was shut down")
+
+
 def _death(exitcode: int | None) -> str:
     if exitcode is None:
         return "it stopped answering"
@@ -176,19 +180,26 @@ class QCChild(QCThread):
         self._proc = self._conn = None
 
     def _await_ready(self) -> bool:
-        """Wait for the child's READY (or its start-up error). False if it died on the way."""
+        """Wait for the child's READY (or its start-up error). False if it died on the way.
+
+        Here and in :meth:`_await_result` the child is held in locals: :meth:`stop`, called by the
+        worker's main thread, may kill it and clear the attributes while the supervisor thread waits.
+        """
+        proc, conn = self._proc, self._conn
         while not self._ready:
-            if self._conn.poll(0.2):
-                try:
-                    message = decode(self._conn.recv_bytes())
-                except (EOFError, OSError):
+            if proc is None or conn is None or self._stopping:
+                return False
+            try:
+                if conn.poll(0.2):
+                    message = decode(conn.recv_bytes())
+                    if isinstance(message, ReadyMessage):
+                        self._ready = True
+                    else:  # a start-up failure: every task will get it as its result
+                        self._startup_error = message
+                        return True
+                elif not proc.is_alive():
                     return False
-                if isinstance(message, ReadyMessage):
-                    self._ready = True
-                else:  # a start-up failure: every task will get it as its result
-                    self._startup_error = message
-                    return True
-            elif not self._proc.is_alive() or self._stopping:
+            except (EOFError, OSError):  # it died, or stop() closed the pipe
                 return False
         return True
 
@@ -209,10 +220,15 @@ class QCChild(QCThread):
 
     def _hand_over(self, job: JobMessage, task: TaskSpec) -> tuple[str, str] | None:
         """Give the task (and, when new to the child, its JOB) to a ready child; else why not."""
+        if self._stopping:
+            return _STOPPED
         if self._proc is None:
             self._start_child()
+        proc, conn = self._proc, self._conn
         if not self._await_ready():
-            exitcode = self._proc.exitcode if self._proc is not None else None
+            if self._stopping:
+                return _STOPPED
+            exitcode = proc.exitcode if proc is not None else None
             self._kill_child()
             return "crash", f"the QC process could not start: {_death(exitcode)}"
         if self._startup_error is not None:
@@ -220,11 +236,13 @@ class QCChild(QCThread):
             return error.kind, error.message
         try:
             if self._child_job != job.job_id:
-                self._conn.send_bytes(encode(job))
+                conn.send_bytes(encode(job))
                 self._child_job = job.job_id
-            self._conn.send_bytes(encode(TaskMessage((task,))))
+            conn.send_bytes(encode(TaskMessage((task,))))
         except (BrokenPipeError, OSError):
-            exitcode = self._proc.exitcode
+            if self._stopping:
+                return _STOPPED
+            exitcode = proc.exitcode
             self._kill_child()
             return "crash", f"the QC process died before the task started: {_death(exitcode)}"
         return None
@@ -234,16 +252,20 @@ class QCChild(QCThread):
         # the clock starts when the child has the task (a restarted child may take seconds to start)
         deadline = time.perf_counter() + self._timeout if self._timeout else float("inf")
         self._cancelled = False
+        proc, conn = self._proc, self._conn
         while True:
             now = time.perf_counter()
-            if self._conn.poll(max(0.0, min(0.1, deadline - now))):
-                try:
-                    return decode(self._conn.recv_bytes())
-                except (EOFError, OSError):
-                    pass  # the child died while answering: fall through to the death report
-            if not self._proc.is_alive() or self._conn.closed:
-                self._proc.join(timeout=5)
-                exitcode = self._proc.exitcode
+            try:
+                if conn.poll(max(0.0, min(0.1, deadline - now))):
+                    return decode(conn.recv_bytes())
+            except (EOFError, OSError):
+                pass  # the child died while answering, or stop() closed the pipe: see below
+            if self._stopping:
+                self._kill_child()
+                return _STOPPED
+            if not proc.is_alive() or conn.closed:
+                proc.join(timeout=5)
+                exitcode = proc.exitcode
                 self._kill_child()
                 if self._cancelled:
                     return "stopped", "the task's expansion was abandoned"
@@ -253,6 +275,3 @@ class QCChild(QCThread):
                 self._kill_child()
                 self.restarts += 1
                 return "timeout", f"the task ran longer than task_timeout ({self._timeout:g} s) and was killed"
-            if self._stopping:
-                self._kill_child()
-                return "stopped", "the worker was shut down"
