@@ -385,8 +385,8 @@ class WorkerPool:
               zygote: Zygote | None = None) -> WorkerPool:
         """``n_workers`` local worker processes, forked from a forkserver preloaded for ``programs``.
 
-        The forkserver is ``zygote`` (a fork of this process, see :func:`fork_local_zygote`), or one
-        forked now, where it can serve; else a spawned interpreter.
+        The forkserver is ``zygote`` (a fork of this process, see :func:`fork_local_zygote`) where it
+        can serve, else a spawned interpreter.
         """
         from .transports.local import LocalMasterTransport
 
@@ -395,7 +395,7 @@ class WorkerPool:
         # a worker forked from the forkserver has one thread when it forks its QC child: safe
         init = WorkerInit.from_options(options, memory, child_start="fork")
         transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task,
-                                         preload=preload(programs), zygote=zygote or fork_local_zygote())
+                                         preload=preload(programs), zygote=zygote)
         return cls(transport, "local")
 
     @property
@@ -575,20 +575,17 @@ def _run_local(prepare: Prepare, hooks: RunHooks) -> Outcome:
         zygote = fork_local_zygote()
         return checked
 
+    setup: MasterSetup | None = None
     try:
         setup = MasterSetup.prepare(validated)
-    except BaseException:
-        if zygote is not None:
-            zygote.discard()
-        raise
-    try:
         _check_stop(hooks)
         logger.info("running %s on local worker processes", setup.count_text)
         pool = WorkerPool.local(setup.options, programs_of(setup.mbi), zygote=zygote)
     except BaseException:
         if zygote is not None:
-            zygote.discard()
-        setup.abandon()
+            zygote.discard()  # nothing if it became the forkserver
+        if setup is not None:
+            setup.abandon()
         raise
     try:
         return pool.run(setup, progress=hooks.progress, started=started, stop=hooks.stop,

@@ -27,6 +27,7 @@ from .run import (
     MasterSetup,
     Outcome,
     WorkerPool,
+    fork_local_zygote,
     fork_zygote,
     input_preparer,
     mpi_worker_init,
@@ -84,7 +85,7 @@ class Session:
         if self._closed:
             raise RuntimeError("this session is closed; start a new Session")
         if self._pool is None:
-            self._pool = WorkerPool.local(self.options)
+            self._pool = WorkerPool.local(self.options, zygote=fork_local_zygote())
             atexit.register(self.close)  # workers must not outlive a script that forgot close()
         return self._pool
 

@@ -186,8 +186,10 @@ class QCChild(QCThread):
         worker's main thread, may kill it and clear the attributes while the supervisor thread waits.
         """
         proc, conn = self._proc, self._conn
+        if proc is None or conn is None:
+            return False
         while not self._ready:
-            if proc is None or conn is None or self._stopping:
+            if self._stopping:
                 return False
             try:
                 if conn.poll(0.2):

@@ -14,8 +14,11 @@ import time
 
 import psutil
 import pytest
+from qcmanybody.models.v2 import ManyBodyResult
 
-from mbe_mpi.transports.zygote import PROCESS_NAME
+from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME, WORKER_PROCESS_NAME
+
+from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the zygote is used on Linux")
 
@@ -116,7 +119,7 @@ import psutil
 
 logging.basicConfig(filename=sys.argv[2], level=logging.INFO)  # the user's log file: a descriptor the zygote closes
 import mbe_mpi
-from mbe_mpi.transports.zygote import PROCESS_NAME, TASK_PROCESS_NAME, WORKER_PROCESS_NAME
+from mbe_mpi.transports.zygote import PROCESS_NAME
 from qcmanybody.models.v2 import ManyBodyInput
 
 mbi = ManyBodyInput.model_validate_json(open(sys.argv[1]).read())
@@ -132,12 +135,6 @@ print(json.dumps({"tree": tree, "result": result.model_dump_json()}))
 
 
 def test_local_workers_fork_from_a_zygote_of_the_master_and_log_as_their_own(tmp_path):
-    from qcmanybody.models.v2 import ManyBodyResult
-
-    from mbe_mpi.transports.zygote import TASK_PROCESS_NAME, WORKER_PROCESS_NAME
-
-    from ..conftest import assert_same_result, cluster_molecule, manybody_input, sequential_reference
-
     state = tmp_path / "state"
     state.mkdir()
     fault = {"kind": "raise", "when_natoms_real": 6, "when_natoms_ghost": 0, "attempts": 1}  # each dimer fails once
