@@ -226,8 +226,10 @@ def _run(args: argparse.Namespace, output: Path, rank: int, stop, on_outcome):
     """
     from .errors import EXIT_INTERNAL_ERROR, describe
     from .options import option_defaults
+    from .signals import hand_over_interrupt
 
     try:
+        hand_over_interrupt()  # Ctrl-C from here on is a KeyboardInterrupt that the line below handles
         from .run import RunHooks, run
 
         timeout = args.startup_timeout or option_defaults()["startup_timeout"]

@@ -392,10 +392,12 @@ class WorkerPool:
 
         n_workers = options.n_workers or usable_cores()
         memory = options.memory_per_task or default_memory_per_task(n_workers)
-        # a worker forked from the forkserver has one thread when it forks its QC child: safe
+        # a worker forked from the forkserver has one thread when it forks its first QC child: safe;
+        # a restart (from the worker's supervisor thread) forks from the worker's own forkserver
         init = WorkerInit.from_options(options, memory, child_start="fork")
         transport = LocalMasterTransport(n_workers, functools.partial(worker_main, init), options.threads_per_task,
-                                         preload=preload(programs), zygote=zygote)
+                                         preload=preload(programs), zygote=zygote,
+                                         worker_forkservers=options.isolate_tasks)
         return cls(transport, "local")
 
     @property

@@ -9,6 +9,11 @@ heavy (:func:`install_early`, called from the package's ``__init__``) and the ru
 Under MPICH's ``mpiexec -disable-auto-cleanup`` hydra sends SIGUSR1 when a rank ends, so there only
 SIGTERM (which hydra forwards to every rank) means stop; SIGUSR1 is ignored until the MPI
 transport counts those notices. Standard library only: this runs before the heavy imports.
+
+Ctrl-C in that window (the package's imports take a second or more) would otherwise end in the
+``KeyboardInterrupt`` traceback of an interrupted import: there nothing has started that could be
+saved, so the early handler says so and exits 130, and the run hands SIGINT back to Python
+(:func:`hand_over_interrupt`) where it catches ``KeyboardInterrupt`` itself.
 """
 
 from __future__ import annotations
@@ -66,6 +71,16 @@ def launched_as_cli(argv: list[str] | None = None) -> bool:
     return any(arg == "-m" and argv[i + 1:i + 2] == ["mbe_mpi"] for i, arg in enumerate(argv))
 
 
+#: what Ctrl-C says while ``python -m mbe_mpi`` is still importing
+INTERRUPTED_STARTING = "mbe_mpi: interrupted before any QC task started; nothing to resume\n"
+
+
+def _interrupted_starting(signum: int, frame: Any) -> None:
+    """Ctrl-C during the imports: nothing to save or flush; exit as an interrupted run does (130)."""
+    os.write(2, INTERRUPTED_STARTING.encode())
+    os._exit(128 + signal.SIGINT)
+
+
 def install_early() -> None:
     """``python -m mbe_mpi``: catch stop signals now, before a second of imports (no-op elsewhere)."""
     global early
@@ -73,4 +88,12 @@ def install_early() -> None:
         return
     if launched_by_hydra():
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell made it ignored
+        signal.signal(signal.SIGINT, _interrupted_starting)
     early = stop_signals().__enter__()
+
+
+def hand_over_interrupt() -> None:
+    """From here the run catches ``KeyboardInterrupt`` itself (it keeps what is done and says how to resume)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _interrupted_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

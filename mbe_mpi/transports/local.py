@@ -42,15 +42,21 @@ class PipeWorkerEndpoint:
 
 
 def _worker_main(conn: multiprocessing.connection.Connection, rank: int,
-                 entry: Callable[[PipeWorkerEndpoint], None], master: int) -> None:
+                 entry: Callable[[PipeWorkerEndpoint], None], master: int, threads: int | None) -> None:
     """Entry point of a local worker process (module level so that ``spawn`` can import it).
 
     Ctrl-C reaches every process of the terminal's process group: the master handles it (it keeps
-    the results and ends the workers), a worker ignores it.
+    the results and ends the workers), a worker ignores it. ``threads`` (not None): the worker gets
+    a forkserver of its own for the processes it starts later (a QC child after a crash, from a
+    thread of the worker, where forking the worker itself would not be safe): a zygote of this
+    process, forked now, while it has one thread, no MPI and nothing else started.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    zygote = Zygote.fork() if threads is not None else None
     exit_when_gone(master, "the master")  # from the first moment, whatever the worker is doing then
     name_process(WORKER_PROCESS_NAME)
+    if zygote is not None:
+        forkserver_context(threads, (), zygote)  # everything it needs is imported already
     try:
         entry(PipeWorkerEndpoint(conn, rank))
     except (EOFError, BrokenPipeError):
@@ -65,7 +71,9 @@ class LocalMasterTransport:
     failed: set[int] = frozenset()  # only an MPI library declares processes failed
 
     def __init__(self, n_workers: int, entry: Callable[[PipeWorkerEndpoint], None], threads: int, *,
-                 preload: Sequence[str] = (), start_method: str = "forkserver", zygote: Zygote | None = None):
+                 preload: Sequence[str] = (), start_method: str = "forkserver", zygote: Zygote | None = None,
+                 worker_forkservers: bool = False):
+        """``worker_forkservers``: each worker has a forkserver of its own (see :func:`_worker_main`)."""
         if start_method == "forkserver":
             context = forkserver_context(threads, preload, zygote)
         else:
@@ -79,7 +87,8 @@ class LocalMasterTransport:
             for worker in self.worker_ids:
                 parent_end, child_end = context.Pipe(duplex=True)
                 proc = context.Process(
-                    target=_worker_main, args=(child_end, worker, entry, os.getpid()), name=f"mbe_mpi-worker-{worker}",
+                    target=_worker_main, name=f"mbe_mpi-worker-{worker}",
+                    args=(child_end, worker, entry, os.getpid(), threads if worker_forkservers else None),
                     daemon=False,  # a worker supervises its own QC child; close() ends it
                 )
                 proc.start()

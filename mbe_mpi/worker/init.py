@@ -49,3 +49,8 @@ class WorkerInit:
             log_level=logging.getLogger("mbe_mpi").getEffectiveLevel(),
             child_start=child_start,
         )
+
+    def configure_logging(self, rank: int) -> None:
+        """Log as worker ``rank`` at the run's level; a no-op where this process has handlers already
+        (a rank's from the command line, a forked QC child's from its worker)."""
+        logging.basicConfig(level=self.log_level, format=f"mbe_mpi[worker {rank}] %(levelname)s: %(message)s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import signal
 import threading
 
@@ -25,7 +24,7 @@ def worker_main(init: WorkerInit, endpoint: WorkerEndpoint) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=init.log_level, format=f"mbe_mpi[worker {endpoint.rank}] %(levelname)s: %(message)s")
+    init.configure_logging(endpoint.rank)
     try:  # here too, not only where QC runs: a forked QC child then inherits them
         import_plugins(init.plugins)
     except InputError:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..plan import task_label
 from ..protocol import JobMessage, ReadyMessage, ResultMessage, TaskError, TaskMessage, TaskSpec, decode, encode
-from ..transports.processes import exit_when_gone
+from ..transports.processes import exit_when_gone, forkserver_running
 from ..transports.zygote import TASK_PROCESS_NAME, name_process
 from .execute import prepare_qc_process
 from .executors import JobContexts, QCThread, startup_failure
@@ -51,6 +51,7 @@ def _child_main(conn: multiprocessing.connection.Connection, rank: int, init: Wo
     """
     exit_when_gone(worker, "its worker")
     name_process(TASK_PROCESS_NAME)
+    init.configure_logging(rank)  # a child from a forkserver, or spawned, has no handlers yet
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):  # stopping is decided above us
         signal.signal(sig, signal.SIG_IGN)
     for fd in init.close_fds:  # a forked child must not hold its parent's link to the master open:
@@ -123,8 +124,9 @@ class QCChild(QCThread):
         self._init = init
         self._timeout = init.task_timeout
         # restarts happen while the supervisor thread runs, and forking a threaded process is unsafe: they
-        # use the forkserver where there is one (under MPI), else spawn
-        self._context = multiprocessing.get_context("forkserver" if init.child_start == "forkserver" else "spawn")
+        # use this process's forkserver (a rank's; a local worker's own), else spawn
+        self._context = multiprocessing.get_context(
+            "forkserver" if init.child_start == "forkserver" or forkserver_running() else "spawn")
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._startup_error: ResultMessage | None = None
@@ -162,6 +164,8 @@ class QCChild(QCThread):
         init = self._init
         if context.get_start_method() == "fork":  # the forked child must not keep our end open either
             init = dataclasses.replace(init, close_fds=(*init.close_fds, parent_end.fileno()))
+        else:  # not a fork of this process: it has none of our descriptors, and those numbers are its own
+            init = dataclasses.replace(init, close_fds=())
         self._proc = context.Process(target=_child_main, args=(child_end, self.rank, init, os.getpid()),
                                            name=f"mbe_mpi-qc-{self.rank}", daemon=True)
         self._proc.start()

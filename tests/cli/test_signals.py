@@ -23,11 +23,18 @@ from .test_files import TOTAL, _case, _exact, _journaled
 pytestmark = pytest.mark.timeout(180)
 
 
-def _start(tmp_path, case, marker: str = "") -> subprocess.Popen:
+def _start(tmp_path, case, marker: str = "", own_group: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mbe_mpi", str(case), "-o", str(tmp_path / "out.json"),
                              "--n-workers", "2", "--no-progress"], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=own_group,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "MBE_MPI_TEST_MARK": marker})
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """The early handlers are in (``SigCgt`` in /proc has SIGTERM's bit): the package's imports begin."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.9, 1.5])
@@ -39,6 +46,27 @@ def test_sigterm_while_starting_stops_cleanly_with_a_message(delay, tmp_path):
     assert proc.returncode == 4, stderr
     assert "received SIGTERM" in stderr and "rerun the same command" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("moment", ["imports", 0.9, 1.5])
+def test_ctrl_c_while_starting_exits_130_with_one_line(moment, tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while the package is still importing,
+    reading the input or starting the workers: one line, exit 130, no traceback from any process."""
+    proc = _start(tmp_path, _case(tmp_path, seconds=0.2), own_group=True)
+    if moment == "imports":  # the moment the early handlers are in, with a second of imports ahead
+        deadline = time.monotonic() + 30
+        while not _catches_sigterm(proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.002)
+    else:
+        time.sleep(moment)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.count("mbe_mpi: interrupted") == 1, stderr
+    if moment == "imports":
+        assert "before any QC task started; nothing to resume" in stderr, stderr
 
 
 def test_ctrl_c_says_how_to_resume_and_the_rerun_does(tmp_path):

@@ -122,41 +122,67 @@ import mbe_mpi
 from mbe_mpi.transports.zygote import PROCESS_NAME
 from qcmanybody.models.v2 import ManyBodyInput
 
+
+
+def tree(process):
+    return [process.name(), sorted(tree(child) for child in process.children())]
+
+
 mbi = ManyBodyInput.model_validate_json(open(sys.argv[1]).read())
 print("before the session")  # stdout is a pipe: this waits in the buffer when the zygote is forked
-with mbe_mpi.Session(n_workers=2, retry_backoff=0.1) as session:
+with mbe_mpi.Session(n_workers=int(sys.argv[3]), retry_backoff=0.1) as session:
     result = session.compute(mbi)
-    tree = []
-    for child in psutil.Process().children():
-        if child.name() == PROCESS_NAME:
-            tree.append(sorted((worker.name(), [qc.name() for qc in worker.children()]) for worker in child.children()))
-print(json.dumps({"tree": tree, "result": result.model_dump_json()}))
+    zygotes = [tree(child) for child in psutil.Process().children() if child.name() == PROCESS_NAME]
+print(json.dumps({"tree": zygotes, "result": result.model_dump_json()}))
 """
 
 
-def test_local_workers_fork_from_a_zygote_of_the_master_and_log_as_their_own(tmp_path):
-    state = tmp_path / "state"
-    state.mkdir()
-    fault = {"kind": "raise", "when_natoms_real": 6, "when_natoms_ghost": 0, "attempts": 1}  # each dimer fails once
-    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
-            "keywords": {"fault": fault, "state_dir": str(state)}}
-    mbi = manybody_input(cluster_molecule(3), bsse=["nocp"], specification=spec)
+def _run_local(tmp_path, mbi, n_workers: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``mbi`` on a session of ``n_workers`` in a fresh interpreter; its output and the process tree."""
     case, log = tmp_path / "case.json", tmp_path / "user.log"
     case.write_text(mbi.model_dump_json())
     script = tmp_path / "local_case.py"
     script.write_text(_LOCAL_SCRIPT)
     env = {key: value for key, value in os.environ.items()
            if key not in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONUNBUFFERED")}
-    proc = subprocess.run([sys.executable, str(script), str(case), str(log)], capture_output=True, text=True,
-                          timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, str(script), str(case), str(log), str(n_workers)], capture_output=True,
+                          text=True, timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _faulty(tmp_path, kind: str):
+    """A water trimer whose dimers each fail once with ``kind``."""
+    state = tmp_path / "state"
+    state.mkdir()
+    fault = {"kind": kind, "when_natoms_real": 6, "when_natoms_ghost": 0, "attempts": 1}
+    spec = {"program": "synthetic", "driver": "energy", "model": {"method": "synthetic", "basis": None},
+            "keywords": {"fault": fault, "state_dir": str(state)}}
+    return manybody_input(cluster_molecule(3), bsse=["nocp"], specification=spec)
+
+
+def test_local_workers_fork_from_a_zygote_of_the_master_and_log_as_their_own(tmp_path):
+    mbi = _faulty(tmp_path, "raise")
+    proc, answer = _run_local(tmp_path, mbi, n_workers=2)
     assert proc.stdout.count("before the session") == 1  # not once more from each worker
-    # master -> its zygote, the forkserver -> two workers -> one QC child each (no spawned interpreter)
-    assert answer["tree"] == [[[WORKER_PROCESS_NAME, [TASK_PROCESS_NAME]]] * 2]
+    # master -> its zygote, the forkserver -> two workers -> each: its QC child (forked from it), and its own
+    # forkserver (for restarts); no spawned interpreter anywhere
+    worker = [WORKER_PROCESS_NAME, [[PROCESS_NAME, []], [TASK_PROCESS_NAME, []]]]
+    assert answer["tree"] == [[PROCESS_NAME, [worker, worker]]]
     # the workers' logging is their own, on stderr: not the master's handler on a descriptor the zygote closed
     failed = [line for line in proc.stderr.splitlines() if "INFO: task" in line and "failed" in line]
     assert len(failed) == 3 and all(line.startswith(("mbe_mpi[worker 1]", "mbe_mpi[worker 2]")) for line in failed)
-    user_log = log.read_text()
+    user_log = (tmp_path / "user.log").read_text()
     assert "failed on worker" in user_log and "on rank" not in user_log and "Logging error" not in proc.stderr
+    assert_same_result(ManyBodyResult.model_validate_json(answer["result"]), sequential_reference(mbi))
+
+
+def test_a_local_qc_child_that_crashed_is_forked_again_from_the_workers_own_forkserver(tmp_path):
+    """Not spawned (a fresh interpreter importing QCEngine and the QC program: seconds per crash)."""
+    mbi = _faulty(tmp_path, "segfault")
+    proc, answer = _run_local(tmp_path, mbi, n_workers=1)
+    worker = [WORKER_PROCESS_NAME, [[PROCESS_NAME, [[TASK_PROCESS_NAME, []]]]]]
+    assert answer["tree"] == [[PROCESS_NAME, [worker]]]
+    crashed = [line for line in proc.stderr.splitlines() if "INFO: task" in line and "SIGSEGV" in line]
+    assert len(crashed) == 3, proc.stderr
     assert_same_result(ManyBodyResult.model_validate_json(answer["result"]), sequential_reference(mbi))
