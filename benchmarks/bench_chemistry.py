@@ -16,6 +16,7 @@ Usage (from the repository root; ~6-8 minutes on 2 idle cores)::
     python benchmarks/bench_chemistry.py --repeats 2     # twice (the second pass in reverse order)
     python benchmarks/bench_chemistry.py --waters 3      # quick smoke run (7 tasks)
     python benchmarks/bench_chemistry.py --cluster-results   # also compare the 41 task energies one by one
+    python benchmarks/bench_chemistry.py --order side-by-side sequential local mpi   # and the host's bound, measured
 
 Reported: the wall time of the ``from_manybodyinput`` / ``compute`` call (*call*; includes starting workers for
 ``local``) and of the whole command (*process*), the speedups over the sequential run, the largest absolute
@@ -120,6 +121,30 @@ def run_sequential(args: argparse.Namespace) -> dict[str, Any]:
             "task_energies": task_energies(result)}
 
 
+def run_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """``--probe-tasks`` of the input's own cp monomer tasks (an SCF in the full-cluster basis) through QCEngine."""
+    import qcengine
+    from qcelemental.models.v2 import AtomicInput
+
+    import mbe_mpi  # noqa: F401  (registers the pyscf harness with QCEngine)
+
+    mbi = make_input(args)
+    molecule = mbi.molecule
+    n = len(molecule.fragments)
+    spec = {"program": "pyscf", "driver": "energy", "model": {"method": args.method, "basis": args.basis}}
+    def task(i: int) -> None:
+        ghosted = molecule.get_fragment(real=[i % n], ghost=[j for j in range(n) if j != i % n], orient=False,
+                                        group_fragments=True)
+        qcengine.compute(AtomicInput(molecule=ghosted, specification=spec), "pyscf", raise_error=True)
+
+    task(0)  # warm-up, not timed: the first call imports PySCF's modules and builds QCEngine's config
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(args.probe_tasks):
+        task(i)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"call_wall": wall, "call_cpu": cpu, "tasks": args.probe_tasks}
+
+
 def run_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
     import mbe_mpi
 
@@ -156,22 +181,61 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    script = str(Path(__file__).resolve())
+SCRIPT = str(Path(__file__).resolve())
+
+
+def command_for(name: str, args: argparse.Namespace, out: str) -> list[str]:
+    """The command line of one run: ``sequential``, ``local``, ``mpi`` or ``probe``, writing its JSON to ``out``."""
     common = ["--waters", str(args.waters), "--method", args.method, "--basis", args.basis, "--bsse", args.bsse,
               "--max-nbody", str(args.max_nbody), *(["--cluster-results"] if args.cluster_results else [])]
+    if name in ("sequential", "probe"):
+        return [sys.executable, SCRIPT, "--run", name, *common, "--probe-tasks", str(args.probe_tasks), "--out", out]
+    if name == "local":
+        return [sys.executable, SCRIPT, "--run", "mbe_mpi", "--n-workers", str(args.n_workers), *common, "--out", out]
+    return [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1), sys.executable, SCRIPT,
+            "--run", "mbe_mpi", *common, "--out", out]
+
+
+def run_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
+    """What this host gives two processes at once, measured now with the benchmark's own kind of task.
+
+    ``--probe-tasks`` of the input's cp monomer tasks (each an SCF in the full-cluster basis, the size of
+    every task of a cp run) computed one after another through QCEngine, once alone and then as
+    ``n_workers`` copies at the same time. If each copy is slower than the one alone (shared caches, memory bandwidth, a
+    hypervisor's neighbours), no scheduler can reach ``n_workers``x on this host; the bound is
+    ``n_workers * alone / together``, and it varies from one hour to the next on a shared host.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench_chemistry_") as tmp:
+        def start(i: int) -> subprocess.Popen:
+            return subprocess.Popen(command_for("probe", args, str(Path(tmp) / f"{i}.json")),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                                    env=run_env())
+
+        def finish(procs: list[subprocess.Popen]) -> list[float]:
+            for proc in procs:
+                _, err = proc.communicate(timeout=args.timeout)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"side-by-side probe failed ({proc.returncode}):\n{err[-4000:]}")
+            return [json.loads((Path(tmp) / f"{i}.json").read_text())["call_wall"] for i in range(len(procs))]
+
+        alone = finish([start(0)])[0]
+        together = finish([start(i) for i in range(args.n_workers)])
+        tasks = json.loads((Path(tmp) / "0.json").read_text())["tasks"]
+    slowdown = statistics.mean(together) / alone
+    return {"tasks": tasks, "alone": alone, "together": together, "slowdown": slowdown,
+            "bound": args.n_workers / slowdown}
+
+
+def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    script = SCRIPT
     with tempfile.TemporaryDirectory(prefix="bench_chemistry_") as tmp:
         out = str(Path(tmp) / "out.json")
-        if name == "sequential":
-            command = [sys.executable, script, "--run", "sequential", *common, "--out", out]
-        elif name == "local":
-            command = [sys.executable, script, "--run", "mbe_mpi", "--n-workers", str(args.n_workers), *common,
-                       "--out", out]
-        else:
-            command = [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1), sys.executable, script,
-                       "--run", "mbe_mpi", *common, "--out", out]
-        env = {**os.environ, "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        command = command_for(name, args, out)
+        env = run_env()
         load_before = os.getloadavg()
         busy0, steal0 = machine_cpu_seconds()
         ours0 = children_cpu_seconds()
@@ -227,9 +291,17 @@ def drive(args: argparse.Namespace) -> None:
     print(f"# (H2O){args.waters} {args.method.upper()}/{args.basis} {args.bsse} {args.max_nbody}-body, "
           f"OMP_NUM_THREADS=1, {args.n_workers} workers")
     runs: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
     order = list(args.order)
     for repeat in range(args.repeats):
         for name in order if repeat % 2 == 0 else order[::-1]:
+            if name == "side-by-side":
+                probe = side_by_side(args)
+                probes.append(probe)
+                print(f"[{repeat + 1}] side-by-side {probe['tasks']} tasks: alone {probe['alone']:.1f} s, "
+                      f"{args.n_workers} at once {' / '.join(f'{t:.1f}' for t in probe['together'])} s: "
+                      f"each {probe['slowdown']:.3f}x slower; this host's bound {probe['bound']:.2f}x", flush=True)
+                continue
             run = launch(name, args)
             runs.append(run)
             print(f"[{repeat + 1}] {name:10s} {run['tasks']} tasks, call {run['call_wall']:.1f} s, process "
@@ -254,6 +326,12 @@ def drive(args: argparse.Namespace) -> None:
         speed_proc = f"{seq_proc / r['process_wall']:.2f}" if seq_proc else "—"
         print(f"| {r['name']} | {r['call_wall']:.1f} | {r['process_wall']:.1f} | {speed_call} | {speed_proc} | {diff} | "
               f"{r['load_before'][0]:.2f}→{r['load_after'][0]:.2f} | {r['machine_cpu']:.0f} ({r['our_cpu']:.0f}) |")
+    if probes and seq_call:
+        bound = statistics.mean(p["bound"] for p in probes)
+        each = ", ".join(f"{p['bound']:.2f}" for p in probes)
+        shares = ", ".join(f"{r['name']} {seq_call / r['call_wall'] / bound:.0%}" for r in runs if r is not ref)
+        print(f"\nthis host's bound for {args.n_workers} workers, measured side by side: {bound:.2f}x ({each}); "
+              f"speedup (call) as a share of it: {shares}")
     for r in runs:
         timing = r.get("timing")
         if not timing:
@@ -289,9 +367,10 @@ def drive(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", choices=("sequential", "mbe_mpi"), help="one run in this process (used by the driver)")
-    parser.add_argument("--order", nargs="+", choices=("sequential", "local", "mpi"),
-                        default=["sequential", "local", "mpi"], help="runs, in this order")
+    parser.add_argument("--run", choices=("sequential", "mbe_mpi", "probe"), help="one run in this process (used by the driver)")
+    parser.add_argument("--order", nargs="+", choices=("sequential", "local", "mpi", "side-by-side"),
+                        default=["sequential", "local", "mpi"],
+                        help="runs, in this order; side-by-side: the host's parallel bound, measured (see side_by_side)")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the runs (alternating order)")
     parser.add_argument("--waters", type=int, default=6)
     parser.add_argument("--method", default="mp2")
@@ -301,6 +380,7 @@ def main() -> None:
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--cluster-results", action="store_true",
                         help="keep every task's AtomicResult and compare the task energies one by one")
+    parser.add_argument("--probe-tasks", type=int, default=3, help="tasks per copy in the side-by-side probe")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", help="also write every run (with the numbers) to this JSON file")
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -308,7 +388,8 @@ def main() -> None:
     if args.run is None:
         drive(args)
         return
-    out = run_sequential(args) if args.run == "sequential" else run_mbe_mpi(args)
+    run = {"sequential": run_sequential, "mbe_mpi": run_mbe_mpi, "probe": run_probe}[args.run]
+    out = run(args)
     if out is not None and args.out:
         Path(args.out).write_text(json.dumps(out))
 
