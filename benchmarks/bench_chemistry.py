@@ -17,6 +17,7 @@ Usage (from the repository root; ~6-8 minutes on 2 idle cores)::
     python benchmarks/bench_chemistry.py --waters 3      # quick smoke run (7 tasks)
     python benchmarks/bench_chemistry.py --cluster-results   # also compare the 41 task energies one by one
     python benchmarks/bench_chemistry.py --order side-by-side sequential local mpi   # and the host's bound, measured
+    python benchmarks/bench_chemistry.py --order sequential mpi mpi-no-barrier   # also with level_barrier false
 
 Reported: the wall time of the ``from_manybodyinput`` / ``compute`` call (*call*; includes starting workers for
 ``local``) and of the whole command (*process*), the speedups over the sequential run, the largest absolute
@@ -151,7 +152,8 @@ def run_mbe_mpi(args: argparse.Namespace) -> dict[str, Any] | None:
     mbi = make_input(args)
     under_mpi = "PMI_RANK" in os.environ or "PMI_SIZE" in os.environ
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = mbe_mpi.compute(mbi, n_workers=None if under_mpi else args.n_workers)
+    result = mbe_mpi.compute(mbi, n_workers=None if under_mpi else args.n_workers,
+                             level_barrier=not args.no_level_barrier)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if result is None:  # a worker rank
         return None
@@ -190,7 +192,10 @@ def command_for(name: str, args: argparse.Namespace, out: str) -> list[str]:
               "--max-nbody", str(args.max_nbody), *(["--cluster-results"] if args.cluster_results else [])]
     if name in ("sequential", "probe"):
         return [sys.executable, SCRIPT, "--run", name, *common, "--probe-tasks", str(args.probe_tasks), "--out", out]
-    if name == "local":
+    transport, _, variant = name.partition("-")
+    if variant == "no-barrier":
+        common.append("--no-level-barrier")
+    if transport == "local":
         return [sys.executable, SCRIPT, "--run", "mbe_mpi", "--n-workers", str(args.n_workers), *common, "--out", out]
     return [shutil.which("mpiexec") or "mpiexec", "-n", str(args.n_workers + 1), sys.executable, SCRIPT,
             "--run", "mbe_mpi", *common, "--out", out]
@@ -252,6 +257,31 @@ def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
     data.update(name=name, process_wall=process_wall, load_before=load_before, load_after=os.getloadavg(),
                 machine_cpu=busy1 - busy0, steal_cpu=steal1 - steal0, our_cpu=ours, command=shown)
     return data
+
+
+def longest_first(times: list[float], n_workers: int) -> float:
+    """Makespan of ``times`` dealt longest first, each to the worker that is free first."""
+    loads = [0.0] * n_workers
+    for t in sorted(times, reverse=True):
+        loads[loads.index(min(loads))] += t
+    return max(loads)
+
+
+def schedule_floor(run: dict[str, Any], barrier: bool) -> float | None:
+    """The wall time of the best-informed schedule of this run's own task times (``--cluster-results``).
+
+    Longest first with the measured times known in advance, level by level where the run kept the
+    barrier, with no start-up and no cost between tasks. What the run took beyond it is start-up, the
+    cost per task, and not knowing beforehand which of the equal-sized tasks the host would slow down.
+    """
+    levels: dict[int, list[float]] = {}
+    for label, entry in (run.get("task_energies") or {}).items():
+        levels.setdefault(len(json.loads(label)[1]), []).append(entry["wall"])
+    if not levels or not run.get("n_workers"):
+        return None
+    if not barrier:
+        return longest_first([t for times in levels.values() for t in times], run["n_workers"])
+    return sum(longest_first(times, run["n_workers"]) for times in levels.values())
 
 
 def max_abs_diff(a: dict[str, list[str]], b: dict[str, list[str]]) -> tuple[float, int, int]:
@@ -339,6 +369,11 @@ def drive(args: argparse.Namespace) -> None:
         print(f"\n{r['name']} ({r['transport']}, {r['n_workers']} workers): workers ready after {timing['startup']:.2f} s,"
               f" master CPU {timing['master_cpu_time']:.3f} s, overall utilisation {timing['utilisation']:.0%},"
               f" summed task time {timing['task_time_sum']:.1f} s")
+        floor = schedule_floor(r, barrier=not r["name"].endswith("no-barrier"))
+        if floor is not None:
+            print(f"best schedule of these task times (longest first, times known): {floor:.1f} s; this run "
+                  f"{timing['wall_time']:.1f} s, of which start-up {timing['startup']:.2f} s, the rest "
+                  f"{timing['wall_time'] - floor - timing['startup']:.1f} s")
         print("| level | tasks | wall (s) | mean task (s) | max task (s) | utilisation | barrier idle (worker-s) |")
         print("|--:|--:|--:|--:|--:|--:|--:|")
         for level, row in timing["levels"].items():
@@ -368,9 +403,11 @@ def drive(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", choices=("sequential", "mbe_mpi", "probe"), help="one run in this process (used by the driver)")
-    parser.add_argument("--order", nargs="+", choices=("sequential", "local", "mpi", "side-by-side"),
-                        default=["sequential", "local", "mpi"],
-                        help="runs, in this order; side-by-side: the host's parallel bound, measured (see side_by_side)")
+    parser.add_argument("--order", nargs="+", default=["sequential", "local", "mpi"],
+                        choices=("sequential", "local", "mpi", "local-no-barrier", "mpi-no-barrier", "side-by-side"),
+                        help="runs, in this order; *-no-barrier: with execution.level_barrier false; "
+                             "side-by-side: the host's parallel bound, measured (see side_by_side)")
+    parser.add_argument("--no-level-barrier", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=1, help="passes over the runs (alternating order)")
     parser.add_argument("--waters", type=int, default=6)
     parser.add_argument("--method", default="mp2")
