@@ -32,6 +32,7 @@ from ..fragments import FragmentBuilder, build_atomic_input
 from ..harnesses import import_plugins
 from ..plan import atomic_specifications, keeps_cluster_results, make_computer, model_chemistries, task_label
 from ..protocol import JobMessage, ResultMessage, TaskError, TaskSpec
+from . import provenance
 from .init import WorkerInit
 
 
@@ -108,6 +109,7 @@ class Programs:
         """The AtomicResult with the provenance and output fields ``qcengine.compute`` would have added."""
         metadata = {"stdout": None, "stderr": None, "success": True, "retries": 0, "error_extras": None,
                     "wall_time": time.perf_counter() - started}
+        provenance.ensure()  # the node facts QCEngine adds: found once per node and boot (see provenance)
         return handle_output_metadata(result, metadata, raise_error=False, return_dict=False)
 
 
