@@ -36,9 +36,10 @@ exit codes: 0 success, 1 a QC task failed, 2 bad input or options, 3 internal er
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .usage import ArgumentParser
     from .version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m mbe_mpi",
         description="Run a many-body expansion in parallel (MPI or local processes) with exactly "
         "QCManyBody's numbers. INPUT is a QCSchema ManyBodyInput JSON or a friendly JSON/YAML file.",

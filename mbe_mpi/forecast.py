@@ -15,7 +15,6 @@ prescreen's own (cheap) expansion is forecast beside it.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import math
@@ -166,8 +165,9 @@ def _simulations(by_level: dict[int, list[Task]], workers: int, duration: Callab
 def main(argv: list[str]) -> int:
     from .errors import EXIT_INPUT_ERROR, InputError
     from .inputs import load_input
+    from .usage import ArgumentParser
 
-    parser = argparse.ArgumentParser(prog="python -m mbe_mpi plan",
+    parser = ArgumentParser(prog="python -m mbe_mpi plan",
                                      description="Count the QC tasks of INPUT and predict the wall time on P ranks "
                                      "(a dry run: no QC is run).")
     parser.add_argument("input", metavar="INPUT")

@@ -65,6 +65,8 @@ BAD_INPUTS = {
                                 "not a finite position"),
     "plugin-path-missing": ("ok.json", _yaml_like(), ["--plugin", "./no_such_site.py"], "is not a file"),
     "output-is-a-directory": ("ok.json", _yaml_like(), ["-o", "."], "is a directory"),
+    "flag-value-not-a-number": ("ok.json", _yaml_like(), ["--n-workers", "two"], "--n-workers: invalid int value"),
+    "unknown-flag": ("ok.json", _yaml_like(), ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 }
 
 
