@@ -133,6 +133,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
     molecule = mbi.molecule
     n = len(molecule.fragments)
     spec = {"program": "pyscf", "driver": "energy", "model": {"method": args.method, "basis": args.basis}}
+
     def task(i: int) -> None:
         ghosted = molecule.get_fragment(real=[i % n], ghost=[j for j in range(n) if j != i % n], orient=False,
                                         group_fragments=True)
@@ -229,14 +230,12 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
 
         alone = finish([start(0)])[0]
         together = finish([start(i) for i in range(args.n_workers)])
-        tasks = json.loads((Path(tmp) / "0.json").read_text())["tasks"]
     slowdown = statistics.mean(together) / alone
-    return {"tasks": tasks, "alone": alone, "together": together, "slowdown": slowdown,
+    return {"tasks": args.probe_tasks, "alone": alone, "together": together, "slowdown": slowdown,
             "bound": args.n_workers / slowdown}
 
 
 def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    script = SCRIPT
     with tempfile.TemporaryDirectory(prefix="bench_chemistry_") as tmp:
         out = str(Path(tmp) / "out.json")
         command = command_for(name, args, out)
@@ -252,7 +251,7 @@ def launch(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"{name} failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr[-4000:]}")
         data = json.loads(Path(out).read_text())
-    shown = " ".join("python" if p == sys.executable else "benchmarks/bench_chemistry.py" if p == script
+    shown = " ".join("python" if p == sys.executable else "benchmarks/bench_chemistry.py" if p == SCRIPT
                      else "mpiexec" if p.endswith("/mpiexec") else p for p in command if p != out and p != "--out")
     data.update(name=name, process_wall=process_wall, load_before=load_before, load_after=os.getloadavg(),
                 machine_cpu=busy1 - busy0, steal_cpu=steal1 - steal0, our_cpu=ours, command=shown)

@@ -168,8 +168,8 @@ def main(argv: list[str]) -> int:
     from .usage import ArgumentParser
 
     parser = ArgumentParser(prog="python -m mbe_mpi plan",
-                                     description="Count the QC tasks of INPUT and predict the wall time on P ranks "
-                                     "(a dry run: no QC is run).")
+                            description="Count the QC tasks of INPUT and predict the wall time on P ranks "
+                            "(a dry run: no QC is run).")
     parser.add_argument("input", metavar="INPUT")
     parser.add_argument("--ranks", type=int, default=None, metavar="P",
                         help="MPI ranks (P-1 workers); default: usable cores + 1")

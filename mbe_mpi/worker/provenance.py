@@ -27,6 +27,8 @@ from typing import Any
 
 import qcengine
 
+from ..files import write_atomically
+
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 60.0  # seconds; py-cpuinfo takes ~1 s, one stuck longer is left for QCEngine's own way
@@ -39,14 +41,19 @@ def cache_folder() -> Path:
     return Path(base) / "mbe_mpi"
 
 
+def node_prefix() -> str:
+    """``cpuinfo-<host>``: the start of this node's file names (the host name made safe for a file name)."""
+    host = "".join(c if c.isalnum() or c in "-._" else "_" for c in socket.gethostname()) or "host"
+    return f"cpuinfo-{host}"
+
+
 def cache_file() -> Path | None:
     """Where this node's answer is kept for this boot (a shared home holds one file per node), or None."""
     try:
         boot = BOOT_ID.read_text().strip()
     except OSError:
         return None
-    host = "".join(c if c.isalnum() or c in "-._" else "_" for c in socket.gethostname()) or "host"
-    return cache_folder() / f"cpuinfo-{host}-{boot}.json" if boot else None
+    return cache_folder() / f"{node_prefix()}-{boot}.json" if boot else None
 
 
 def ensure() -> None:
@@ -98,11 +105,9 @@ def _keep(path: Path, info: dict[str, Any]) -> None:
     """Write atomically (processes on the node may race; each writes the same); drop this node's older boots."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(info))
-        os.replace(partial, path)
-        host = path.name.rsplit("-", 5)[0]  # cpuinfo-<host>: a boot id is a UUID, five groups
-        earlier = re.compile(re.escape(host) + r"-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.json")
+        write_atomically(path, json.dumps(info))
+        # a boot id is a UUID: a node whose name only starts with this one's keeps its files
+        earlier = re.compile(re.escape(node_prefix()) + r"-[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.json")
         for old in path.parent.iterdir():
             if old != path and earlier.fullmatch(old.name):
                 with contextlib.suppress(OSError):

@@ -56,9 +56,9 @@ def test_the_first_process_keeps_what_py_cpuinfo_says_and_drops_only_its_own_old
     import cpuinfo
 
     path = kept_file(tmp_path)
-    host = path.name.rsplit("-", 5)[0]
-    older = path.with_name(f"{host}-{uuid.uuid4()}.json")
-    other_node = path.with_name(f"{host}-ib-{uuid.uuid4()}.json")  # a node whose name extends this one's
+    prefix = provenance.node_prefix()
+    older = path.with_name(f"{prefix}-{uuid.uuid4()}.json")
+    other_node = path.with_name(f"{prefix}-ib-{uuid.uuid4()}.json")  # a node whose name extends this one's
     path.parent.mkdir(parents=True)
     for stale in (older, other_node):
         stale.write_text(json.dumps({"brand_raw": "stale"}))
