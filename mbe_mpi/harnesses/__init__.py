@@ -4,8 +4,9 @@ Registering them with QCEngine (rather than calling PySCF directly) is what lets
 sequential ``ManyBodyComputer`` run the very same code, which is how exactness is tested.
 
 Each harness class may define ``check_model(method, basis, driver, keywords)`` that raises
-:class:`~mbe_mpi.errors.InputError` for a method/basis/driver it cannot do, so bad input is refused
-before any QC work starts.
+:class:`~mbe_mpi.errors.InputError` for a method/basis/driver it cannot do, and
+``check_elements(method, basis, elements, keywords)`` for elements of the molecule it cannot treat, so
+bad input is refused before any QC work starts.
 """
 
 from __future__ import annotations
@@ -85,8 +86,13 @@ def _import_file(plugin: str) -> None:
         raise
 
 
-def check_model_chemistry(program: str, method: str, basis: str | None, driver: str, keywords: dict | None = None) -> None:
-    """Refuse a program/method/basis/driver combination that cannot run, naming what is available."""
+def check_model_chemistry(program: str, method: str, basis: str | None, driver: str, keywords: dict | None = None,
+                          elements: Iterable[str] = ()) -> None:
+    """Refuse a program/method/basis/driver combination that cannot run, naming what is available.
+
+    ``elements`` (the molecule's) go to the harness's ``check_elements`` where it has one: a basis set
+    that lacks an element, or a method not parametrised for it, fails every task with that atom.
+    """
     name = program.lower()
     all_programs = qcengine.list_all_programs()
     if name not in all_programs:
@@ -102,6 +108,10 @@ def check_model_chemistry(program: str, method: str, basis: str | None, driver: 
     check = getattr(harness, "check_model", None)
     if check is not None:
         check(method, basis, driver, dict(keywords or {}))
+    check_elements = getattr(harness, "check_elements", None)
+    elements = list(dict.fromkeys(elements))
+    if check_elements is not None and elements:
+        check_elements(method, basis, elements, dict(keywords or {}))
 
 
 def preload_modules(programs: Iterable[str] | None = None) -> list[str]:

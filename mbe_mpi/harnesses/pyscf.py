@@ -10,6 +10,8 @@ Design points (each is something an MBE needs, not a nicety):
   the element's basis functions but no nuclear charge and no electrons. They stay in the PySCF
   molecule, so gradients and Hessians have rows for every atom of the computed molecule -- which is
   what QCManyBody expects (basis functions move with ghost centres, so the forces there are nonzero).
+* A basis set defined with an effective core potential (def2-* from Rb on, LANL2DZ, cc-pVXZ-PP) gets
+  its ECP on real atoms, as in Psi4 or ORCA; PySCF alone would run all-electron in a valence basis.
 * The OpenMP thread count is ``TaskConfig.ncores`` capped by the ``OMP_NUM_THREADS`` that was set when
   this module was imported. QCEngine rewrites ``OMP_NUM_THREADS`` to ``ncores`` while a task runs, so
   reading it then would be useless; the launch-time value is what the user asked for and what a
@@ -135,18 +137,7 @@ def _basis_known(name: str) -> bool:
     such as "6-31g*", "def2-svp" or "unc-cc-pvdz" behave exactly as in the calculation. Several elements
     are tried because some sets (e.g. cc-pvdz-pp) only exist for heavy atoms.
     """
-    from pyscf.gto import basis as pyscf_basis
-
-    stem = name[3:] if name.lower().startswith("unc") else name  # PySCF's "uncontracted" prefix
-    for element in ("H", "C", "O", "Li", "Xe", "Au"):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "install basis-set-exchange" hints are not our message
-                if pyscf_basis.load(stem, element):
-                    return True
-        except Exception:  # BasisNotFoundError, or a parse error for a garbage name
-            continue
-    return False
+    return any(_basis_has(name, element) for element in ("H", "C", "O", "Li", "Xe", "Au"))
 
 
 #: numeric keywords: name -> (integer?, minimum, minimum excluded?, maximum)
@@ -225,21 +216,64 @@ def _check_combinations(keywords: dict[str, Any], kind: str, driver: str) -> Non
         _fail("PySCF has no density-fitted mp2 gradient; set density_fit: false for mp2 gradients")
 
 
-def _atoms_and_basis(molecule: Any, basis: str) -> tuple[list[tuple[str, tuple[float, float, float]]], dict[str, str]]:
-    """PySCF atom list (bohr) and basis dict for a QCSchema molecule, ghosts as ``ghost-X`` atoms.
+def _basis_stem(name: str) -> str:
+    """The library name PySCF looks up: without its "uncontracted" prefix (``unc-cc-pvdz``)."""
+    return name[3:] if name.lower().startswith("unc") else name
+
+
+@functools.cache
+def _basis_has(name: str, element: str) -> bool:
+    """Whether PySCF's library (or basis-set-exchange, where installed) has basis ``name`` for ``element``."""
+    from pyscf.gto import basis as pyscf_basis
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "install basis-set-exchange" hints are not our message
+            return bool(pyscf_basis.load(_basis_stem(name), element))
+    except Exception:  # BasisNotFoundError, or a parse error for a garbage name
+        return False
+
+
+@functools.cache
+def _basis_ecp(name: str, element: str) -> bool:
+    """Whether basis ``name`` comes with an effective core potential for ``element`` in PySCF's library.
+
+    Sets such as def2-SVP (from Rb on), LANL2DZ or cc-pVDZ-PP describe only the valence electrons of
+    heavy atoms and are meant to be used with their ECP. PySCF applies an ECP only when ``Mole.ecp`` names
+    it; without it the same input runs as an all-electron calculation in a valence basis, which converges
+    to a number that is plainly wrong (HI in def2-SVP: -1996.9 Eh instead of -297.2 Eh). Psi4, ORCA and
+    Q-Chem pair such a basis with its ECP by default, and so does this harness.
+    """
+    from pyscf.gto import basis as pyscf_basis
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(pyscf_basis.load_ecp(_basis_stem(name), element))
+    except Exception:  # no ECP of that name for that element
+        return False
+
+
+def _atoms_and_basis(molecule: Any, basis: str) -> tuple[list[tuple[str, tuple[float, float, float]]],
+                                                         dict[str, str], dict[str, str]]:
+    """PySCF atom list (bohr), basis dict and ECP dict for a QCSchema molecule, ghosts as ``ghost-X`` atoms.
 
     PySCF treats a symbol prefixed with ``ghost-`` (or ``X-``) as a charge-free centre; its basis is looked
     up under that label, so the dict names the element's basis for every ghost label explicitly. This is
     the documented PySCF way of doing counterpoise corrections (see pyscf/gto/mole.py, ``is_ghost_atom``).
+    A real atom whose basis has an ECP gets it (:func:`_basis_ecp`); a ghost carries basis functions only.
     """
     atoms = []
     basis_dict: dict[str, str] = {}
+    ecp_dict: dict[str, str] = {}
     for symbol, xyz, real in zip(molecule.symbols, molecule.geometry, molecule.real, strict=True):
         element = symbol.capitalize()
         label = element if real else f"ghost-{element}"
         atoms.append((label, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
         basis_dict[label] = basis
-    return atoms, basis_dict
+        if real and _basis_ecp(basis, element):
+            ecp_dict[label] = basis
+    return atoms, basis_dict, ecp_dict
 
 
 def _build_mole(input_data: AtomicInput, config: TaskConfig, verbose: int, stdout: io.StringIO) -> Any:
@@ -251,12 +285,13 @@ def _build_mole(input_data: AtomicInput, config: TaskConfig, verbose: int, stdou
         raise qcng_exc.InputError("PySCF cannot compute a molecule whose atoms are all ghosts (no electrons)")
 
     basis = input_data.specification.model.basis
-    atoms, basis_dict = _atoms_and_basis(molecule, basis)
+    atoms, basis_dict, ecp_dict = _atoms_and_basis(molecule, basis)
 
     mol = gto.Mole()
     mol.atom = atoms
     mol.unit = "Bohr"
     mol.basis = basis_dict
+    mol.ecp = ecp_dict
     mol.charge = int(round(float(molecule.molecular_charge)))
     mol.spin = int(round(float(molecule.molecular_multiplicity))) - 1
     mol.verbose = verbose
@@ -311,6 +346,10 @@ def _derivatives(obj: Any, driver: str) -> tuple[np.ndarray | None, np.ndarray |
     gradient = np.asarray(obj.nuc_grad_method().kernel(), dtype=float)
     if driver != "hessian":
         return gradient, None
+    if min(obj.mol.nelec) == 0 and obj.mol.nelec != (0, 0):
+        raise qcng_exc.InputError(  # PySCF's UHF response equations break on an empty beta (or alpha) space
+            f"PySCF's analytic UHF/UKS hessian needs electrons of both spins; this molecule has "
+            f"{obj.mol.nelec[0]} alpha and {obj.mol.nelec[1]} beta (e.g. a lone H atom)")
     hess4 = np.asarray(obj.Hessian().kernel(), dtype=float)  # (natm, natm, 3, 3)
     natm = hess4.shape[0]
     hessian = hess4.transpose(0, 2, 1, 3).reshape(3 * natm, 3 * natm)
@@ -391,6 +430,23 @@ class PySCFHarness(ProgramHarness):
 
         _check_keywords(keywords, kind, drv)
 
+    def check_elements(self, method: str, basis: Any, elements: list[str], keywords: dict[str, Any] | None = None) -> None:
+        """Refuse a basis set (or auxiliary basis) that PySCF's library lacks for an element of the molecule.
+
+        Called by mbe_mpi after :meth:`check_model` accepted the names, so that cc-pVDZ on iodine is one
+        line before the run rather than a failure of every task with that atom.
+        """
+        _load_pyscf()
+        names = [("basis set", basis.strip())]
+        aux = (keywords or {}).get("auxbasis")
+        if isinstance(aux, str) and aux.strip():
+            names.append(("auxiliary basis", aux.strip()))
+        for what, name in names:
+            missing = [element for element in elements if not _basis_has(name, element)]
+            if missing:
+                _fail(f"PySCF's {what} {name!r} has no functions for {', '.join(missing)}; choose a basis set "
+                      f"defined for every element of the molecule (e.g. def2-svp, which covers H to Rn)")
+
     # ------------------------------------------------------------------ compute
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
@@ -446,6 +502,9 @@ class PySCFHarness(ProgramHarness):
 def _scf_properties(mol: Any, mf: Any, kind: str) -> dict[str, Any]:
     """QCSchema AtomicProperties of the converged SCF."""
     nalpha, nbeta = (int(n) for n in mol.nelec)
+    if "e1" not in mf.scf_summary:
+        # a one-electron UHF/ROHF (an H atom, say) takes PySCF's shortcut that skips the summary
+        mf.energy_elec(mf.make_rdm1())
     summary = mf.scf_summary
     props: dict[str, Any] = {
         "calcinfo_nbasis": int(mol.nao),

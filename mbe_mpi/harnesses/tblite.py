@@ -84,6 +84,7 @@ if TYPE_CHECKING:
 _METHODS: dict[str, str] = {"gfn1xtb": "GFN1-xTB", "gfn2xtb": "GFN2-xTB"}
 
 _DRIVERS: tuple[str, ...] = ("energy", "gradient")
+_LAST_ELEMENT = 86  # GFN1-xTB and GFN2-xTB cover H to Rn
 
 #: accepted keywords (normalised spelling); see the module docstring for meaning and units
 _KEYWORDS: tuple[str, ...] = ("accuracy", "max_iter", "electronic_temperature", "verbosity")
@@ -240,6 +241,16 @@ class TBLiteHarness(ProgramHarness):
     def check_model(self, method: str, basis: str | None, driver: str, keywords: dict[str, Any] | None) -> None:
         """Refuse, before any QC work, what this harness cannot run (InputError naming the value)."""
         refuse(_model_problem(method, basis, driver, keywords))
+
+    def check_elements(self, method: str, basis: str | None, elements: list[str],
+                       keywords: dict[str, Any] | None = None) -> None:
+        """Refuse elements beyond GFN1/GFN2-xTB's parametrisation (H to Rn, Z <= 86) before any QC work."""
+        from qcelemental import periodictable
+
+        beyond = [element for element in elements if periodictable.to_Z(element) > _LAST_ELEMENT]
+        if beyond:
+            refuse(f"tblite {_canonical_method(method)} is parametrised for H to Rn (Z <= {_LAST_ELEMENT}), "
+                   f"not for {', '.join(beyond)}")
 
     def compute(self, input_data: AtomicInput, config: TaskConfig) -> AtomicResult:
         """Run one xTB single point on the real atoms of ``input_data.molecule``.

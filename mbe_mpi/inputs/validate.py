@@ -242,11 +242,14 @@ def _check_embedding(mbi: ManyBodyInput, fragments: list[list[int]], used: list[
 
 
 def _check_model_chemistries(mbi: ManyBodyInput, driver: str, where: str) -> None:
+    # every model chemistry meets every element: each level's n-mers (and the supersystem) cover all fragments
+    elements = sorted(set(mbi.molecule.symbols), key=list(mbi.molecule.symbols).index)
     for label, atomic in mbi.specification.specification.items():
         basis = atomic.model.basis
         if basis is not None and not isinstance(basis, str):
             basis = getattr(basis, "name", str(basis))
         try:
-            check_model_chemistry(atomic.program, atomic.model.method, basis, driver, dict(atomic.keywords))
+            check_model_chemistry(atomic.program, atomic.model.method, basis, driver, dict(atomic.keywords),
+                                  elements)
         except InputError as exc:
             raise InputError(one_line(f"{where}model chemistry {label!r}: {exc}")) from None

@@ -247,7 +247,10 @@ class Master:
             self.observer.completed(Completion(task, result, worker, self._sent_at.pop(task.index), received, final))
 
     def _failed(self, worker: int, result: ResultMessage) -> tuple[Task, bool]:
-        task, final = self.scheduler.task_failed(worker, result.task_id, self.clock.monotonic())
+        # QCEngine's input_error means the program refused this input: the same input fails the same way on
+        # any worker, so a retry would only repeat the error (QCEngine itself retries random_error alone).
+        retry = result.error.kind != "input_error"
+        task, final = self.scheduler.task_failed(worker, result.task_id, self.clock.monotonic(), retry)
         if final:
             self.failures.append((task, result))
             if self.policy.stop_on_failure:

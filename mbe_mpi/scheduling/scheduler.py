@@ -340,15 +340,15 @@ class Scheduler:
         self._completed(task, seconds)
         return task
 
-    def task_failed(self, worker: int, task_index: int, now: float = 0.0) -> tuple[Task, bool]:
+    def task_failed(self, worker: int, task_index: int, now: float = 0.0, retry: bool = True) -> tuple[Task, bool]:
         """A task failed on ``worker``. Returns the task and whether that was its last attempt.
 
-        Otherwise it is retried after ``retry_backoff * 2**(attempt - 1)`` seconds, on another
-        worker where there is one; its level stays open meanwhile.
+        Otherwise (``retry``, attempts left) it is retried after ``retry_backoff * 2**(attempt - 1)``
+        seconds, on another worker where there is one; its level stays open meanwhile.
         """
         task = self._take(worker, task_index)
         attempt = self.attempts.get(task.index, 1)
-        if attempt > self.max_retries or self.stopped:
+        if not retry or attempt > self.max_retries or self.stopped:
             self._completed(task, None)
             return task, True
         self.attempts[task.index] = attempt + 1

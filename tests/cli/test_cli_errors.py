@@ -66,6 +66,9 @@ BAD_INPUTS = {
     "plugin-path-missing": ("ok.json", _yaml_like(), ["--plugin", "./no_such_site.py"], "is not a file"),
     "output-is-a-directory": ("ok.json", _yaml_like(), ["-o", "."], "is a directory"),
     "flag-value-not-a-number": ("ok.json", _yaml_like(), ["--n-workers", "two"], "--n-workers: invalid int value"),
+    "basis-lacks-an-element": ("hi.json", _yaml_like(
+        molecule={"geometry": "I 0 0 0\nH 0 0 1.61\n--\nO 0 0 4\nH 0 0.76 4.6\nH 0 -0.76 4.6", "units": "angstrom"},
+        model={"program": "pyscf", "method": "hf", "basis": "cc-pvdz"}), [], "'cc-pvdz' has no functions for I"),
     "unknown-flag": ("ok.json", _yaml_like(), ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 }
 

@@ -231,6 +231,51 @@ def test_ghost_atoms_carry_basis_but_no_charge():
     assert np.allclose(grad.sum(axis=0), 0.0, atol=1e-7)
 
 
+HI = [("I", (0.0, 0.0, 0.0)), ("H", (0.0, 0.0, 3.04))]
+
+
+def test_a_basis_with_an_ecp_gets_it_on_real_atoms_and_ghosts_carry_functions_only():
+    """def2-SVP describes iodine's valence only; without its ECP PySCF would compute nonsense."""
+    result = _run(_input(_molecule(HI), basis="def2-svp"))
+    direct = gto.M(atom=HI, unit="Bohr", basis="def2-svp", ecp="def2-svp", verbose=0)
+    reference = scf.RHF(direct).set(conv_tol=1e-11).run()
+    assert direct.nelectron == 26  # 28 core electrons of iodine in the ECP
+    assert result.properties.calcinfo_nalpha == 13
+    assert result.properties.return_energy == pytest.approx(reference.e_tot, abs=1e-9)
+
+    # H with a ghost iodine: iodine's basis functions on the ghost, but neither its ECP nor its nucleus
+    ghosted = _run(_input(_molecule(HI, real=[False, True], fragments=[[0], [1]], multiplicity=2),
+                          basis="def2-svp")).properties
+    assert ghosted.calcinfo_nbasis == result.properties.calcinfo_nbasis
+    assert (ghosted.calcinfo_nalpha, ghosted.calcinfo_nbeta) == (1, 0)
+    bare = _run(_input(_molecule(HI[1:], multiplicity=2), basis="def2-svp")).properties
+    assert 0 < bare.return_energy - ghosted.return_energy < 5e-3
+    assert ghosted.nuclear_repulsion_energy == pytest.approx(0.0, abs=1e-12)
+
+
+def test_one_electron_molecules_run_and_a_hessian_without_beta_electrons_is_refused():
+    """PySCF's one-electron UHF/ROHF shortcut leaves its energy summary empty; the harness fills it."""
+    hydrogen = _molecule([("H", (0.0, 0.0, 0.0))], multiplicity=2)
+    direct = scf.UHF(_direct_mol([("H", (0.0, 0.0, 0.0))], spin=1)).run().e_tot
+    for reference in ("uhf", "rohf"):
+        props = _run(_input(hydrogen, driver="gradient", keywords={"reference": reference})).properties
+        assert props.return_energy == pytest.approx(direct, abs=1e-9)
+        assert props.scf_one_electron_energy == props.return_energy and props.scf_two_electron_energy == 0.0
+    result = qcengine.compute(_input(hydrogen, driver="hessian"), "pyscf")
+    assert not result.success and result.error.error_type == "input_error"
+    assert "both spins" in result.error.error_message
+
+
+def test_check_elements_refuses_a_basis_that_lacks_an_element_of_the_molecule():
+    harness = PySCFHarness()
+    harness.check_elements("hf", "def2-svp", ["I", "H"], {})
+    harness.check_elements("hf", "cc-pvdz", ["O", "H"], {})
+    with pytest.raises(InputError, match=r"basis set 'cc-pvdz' has no functions for I, Xe"):
+        harness.check_elements("hf", "cc-pvdz", ["I", "H", "Xe"], {})
+    with pytest.raises(InputError, match=r"auxiliary basis 'cc-pvdz-jkfit' has no functions for I"):
+        harness.check_elements("hf", "def2-svp", ["H", "I"], {"density_fit": True, "auxbasis": "cc-pvdz-jkfit"})
+
+
 def test_open_shell_radical_uses_uhf_and_anion_works():
     radical = _run(_input(_molecule(OH, multiplicity=2))).properties
     assert (radical.calcinfo_nalpha, radical.calcinfo_nbeta) == (5, 4)

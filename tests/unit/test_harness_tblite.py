@@ -293,6 +293,12 @@ def test_check_model_accepts(basis, driver):
     TBLiteHarness().check_model("GFN1-xTB", basis, driver, keywords)
 
 
+def test_check_elements_refuses_elements_beyond_radon():
+    TBLiteHarness().check_elements("GFN2-xTB", None, ["H", "O", "Rn"], {})
+    with pytest.raises(MBEInputError, match=r"tblite GFN1-xTB is parametrised for H to Rn .* not for U, Fr"):
+        TBLiteHarness().check_elements("gfn1-xtb", None, ["H", "U", "Fr"], {})
+
+
 def test_compute_refuses_hessian_and_basis():
     res = _run(_water(), driver="hessian")
     assert isinstance(res, FailedOperation)

@@ -15,6 +15,7 @@ import pytest
 
 from mbe_mpi.backoff import ArrivalRate
 from mbe_mpi.costs import CostModel
+from mbe_mpi.errors import TaskFailedError
 from mbe_mpi.master import GOODBYE_TIMEOUT, LivenessSettings, Master, RunObserver, shut_down
 from mbe_mpi.plan import Task, build_plan
 from mbe_mpi.protocol import (
@@ -26,6 +27,7 @@ from mbe_mpi.protocol import (
     ShutdownMessage,
     StealMessage,
     StolenMessage,
+    TaskError,
     TaskMessage,
     decode,
     encode,
@@ -70,6 +72,8 @@ class VirtualWorkers:
         self.before_goodbye: dict[int, list[tuple[float, bytes]]] = {}  # worker -> (delay, message)
         self.silent: set[int] = set()  # workers that never answer SHUTDOWN
         self.ready_at = dict.fromkeys(self.worker_ids, 0.0)
+        self.fails: dict[int, str] = {}  # task id -> the error kind every attempt at it fails with
+        self.attempts: collections.Counter[int] = collections.Counter()  # task id -> attempts run
         for worker in self.worker_ids:
             self._post(0.0, worker, encode(ReadyMessage(worker)))
 
@@ -92,7 +96,14 @@ class VirtualWorkers:
                 end = start + self.duration(spec.task_id)
                 self.free_at[worker] = end
                 self.runs[worker].append((start, end))
-                self._post(end, worker, encode(ResultBatch((ResultMessage(spec.task_id, worker, end - start, energy=-1.0),))))
+                self.attempts[spec.task_id] += 1
+                kind = self.fails.get(spec.task_id)
+                if kind is None:
+                    result = ResultMessage(spec.task_id, worker, end - start, energy=-1.0)
+                else:
+                    error = TaskError(kind, f"{kind} for test", "", str(spec.task_id), worker, spec.attempt)
+                    result = ResultMessage(spec.task_id, worker, end - start, error=error)
+                self._post(end, worker, encode(ResultBatch((result,))))
         elif isinstance(message, StealMessage):  # tasks were planned to run already: give nothing back
             self._post(self.clock.now, worker, encode(StolenMessage(worker, ())))
         elif isinstance(message, ShutdownMessage):  # read once the worker has started
@@ -302,3 +313,20 @@ def test_a_worker_still_starting_is_waited_for_and_a_silent_one_is_not_forever(c
     started = clock.now
     run_master(workers, plan, tasks=tasks[:3], policy=SchedulePolicy())
     assert GOODBYE_TIMEOUT <= clock.now - started < GOODBYE_TIMEOUT + 1
+
+
+def test_a_program_input_error_is_final_at_once_and_other_failures_are_retried(clock):
+    """QCEngine's input_error is the program refusing the input: every worker would refuse it again."""
+    plan, tasks = _trimer_tasks()
+    workers = VirtualWorkers(clock, 2, _duration)
+    refused, crashed = tasks[0].index, tasks[1].index
+    workers.fails = {refused: "input_error", crashed: "unknown_error"}
+    master = Master(workers, plan, tasks=tasks[:4], policy=SchedulePolicy(max_retries=2, retry_backoff=0.01),
+                    clock=clock)
+    with pytest.raises(TaskFailedError) as failed:
+        master.run()
+    assert sorted(master.results) == sorted(task.index for task in tasks[2:4])  # the others completed
+    assert "[input_error]" in str(failed.value) and "after 3 attempts: [unknown_error]" in str(failed.value)
+    assert workers.attempts[refused] == 1 and workers.attempts[crashed] == 3
+    assert sorted((task.index, message.error.kind) for task, message in master.failures) == sorted(
+        [(refused, "input_error"), (crashed, "unknown_error")])
