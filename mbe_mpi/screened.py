@@ -145,7 +145,7 @@ class ScreenedRun:
         results = {task.index: computed[task.index] if task.index in computed else self.reused[task.index]
                    for task in needed}
         values = {index: message.properties() for index, message in results.items()}
-        return results, surrogate_values(self.plan, self.expansion.owners, self.expansion.kept, values)
+        return results, surrogate_values(self.plan, results.keys(), values)
 
     def report(self, computed: int) -> dict:
         """What ``extras["mbe_mpi"]["screening"]`` holds (see :meth:`ScreenedExpansion.report`)."""

@@ -102,22 +102,29 @@ def truncated_interaction(mbi, reference, kept: set[tuple], treatment: str, thro
 
 
 def needed_labels(mbi, reference, kept: set[tuple]) -> set[str]:
-    """The labels of the full expansion whose task some kept n-mer's increment (or cp's monomer sum) reads."""
+    """The labels of the full expansion that some kept n-mer's increment (or cp's monomer sum) reads.
+
+    A kept n-mer S reads, at the model chemistry of level |S| only: nocp (U)@(U), cp (U)@(all) and
+    vmfc (U)@(S), for every U in S; cp total energies also read each monomer in its own basis.
+    """
     nfrag = len(mbi.molecule.fragments)
     everything = tuple(range(1, nfrag + 1))
-    with_cp = any(key.startswith("cp_corrected_") and value is not None
-                  for key, value in reference.properties.model_dump().items())
-    needed = set()
-    for label in reference.cluster_properties:
-        mc, real, basis = json.loads(label)
-        real, basis = tuple(real), tuple(basis)
-        if real == basis or (basis == everything and with_cp):
-            owner = real  # nocp, or cp (or monomers in their own basis)
-        else:
-            owner = basis  # vmfc
-        if owner in kept:
-            needed.add(label)
-    return needed
+    models = level_models(mbi)
+    # the treatments QCManyBody assembled (single-model vmfc brings nocp, and cp for the whole cluster, along)
+    treatments = {t for t in ("nocp", "cp", "vmfc") if any(
+        key.startswith(f"{t}_corrected_") and value is not None for key, value in reference.properties.model_dump().items())}
+    read = set()
+    for nmer in kept:
+        mc = models[len(nmer)]
+        for size in range(1, len(nmer) + 1):
+            for sub in combinations(nmer, size):
+                if "nocp" in treatments or ("cp" in treatments and len(nmer) == 1):
+                    read.add(_label(mc, sub, sub))
+                if "cp" in treatments:
+                    read.add(_label(mc, sub, everything))
+                if "vmfc" in treatments:
+                    read.add(_label(mc, sub, nmer))
+    return read & set(reference.cluster_properties)
 
 
 def assert_truncated(result, mbi, reference, kept: set[tuple], tol: float, props=("energy",)) -> int:

@@ -3,8 +3,9 @@
 Pure state, no processes: the run feeds it the energies of completed tasks (:meth:`record`) and asks
 it for a level's tasks when that level may open (:meth:`decide`); a level with an energy rule may
 only be asked once every task of the levels below has completed (:meth:`gated`). Levels are those
-of the n-mers that own the tasks (:mod:`mbe_mpi.screening.owners`): a task is handed out with the
-level of its owner, which is its own level except for vmfc's (U)@(B), which waits for B.
+of the tasks' owners (:mod:`mbe_mpi.screening.owners`): a task is handed out with the level of its
+owner, which is its own level except for vmfc's (U)@(B), which waits for B, and, with several model
+chemistries, a task of a model chemistry whose levels start above the task's, which waits for them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Collection, Mapping
+from itertools import combinations
 
 from qcmanybody.models.v2 import ManyBodyInput
 
@@ -19,7 +21,7 @@ from ..plan import Plan, Task
 from ..units import HARTREE_TO_KCAL
 from .contacts import closest_contacts
 from .levels import LevelDecisions, Nmer, grow, sub_clusters
-from .owners import increment, task_owners
+from .owners import Owner, increment, task_owners
 from .rules import Prescreen, ScreeningRules
 
 logger = logging.getLogger(__name__)
@@ -51,11 +53,14 @@ class ScreenedExpansion:
         contacts = closest_contacts(core.molecule.geometry, [list(f) for f in core.molecule.fragments])
         self.decisions = LevelDecisions(contacts, core.max_nbody, rules.distance, allowed)
         self.owners = task_owners(plan, treatments)
-        self._owned: dict[Nmer, list[Task]] = {}
+        self._owned: dict[Owner, list[Task]] = {}
+        self._below: set[int] = set()  # levels with owners whose anchor is smaller than the level
         for task, owner in zip(plan.tasks, self.owners, strict=True):
             if owner is not None:
-                tagged = task if len(owner) == task.level else dataclasses.replace(task, dispatch=len(owner))
+                tagged = task if owner.level == task.level else dataclasses.replace(task, dispatch=owner.level)
                 self._owned.setdefault(owner, []).append(tagged)
+                if len(owner.anchor) < owner.level:
+                    self._below.add(owner.level)
         self._index = {(t.mc_index, t.real, t.basis): t.index for t in plan.tasks}
         self._level_mc = level_model_chemistries(plan)
         self.energies: dict[int, float] = {}
@@ -108,8 +113,17 @@ class ScreenedExpansion:
         return {level: self.decide(level) for level in range(1, self.max_nbody + 1)}
 
     def tasks_of(self, nmers: Collection[Nmer]) -> list[Task]:
-        """The tasks the given n-mers own, in plan (``iterate_molecules``) order."""
-        return sorted((task for nmer in nmers for task in self._owned.get(nmer, ())), key=lambda t: t.index)
+        """The tasks the given n-mers need (see :mod:`.owners`), each once, in plan (``iterate_molecules``) order."""
+        tasks: dict[int, Task] = {}
+        for nmer in nmers:
+            level = len(nmer)
+            anchors = [nmer]
+            if level in self._below:  # multilevel: tasks of a lower-order anchor wait for a kept n-mer around it
+                anchors += [sub for size in range(1, level) for sub in combinations(nmer, size)]
+            for anchor in anchors:
+                for task in self._owned.get(Owner(anchor, level), ()):
+                    tasks[task.index] = task
+        return sorted(tasks.values(), key=lambda t: t.index)
 
     def most(self, level: int) -> set[Nmer]:
         """The n-mers of ``level`` that distance (and a prescreen) allow: what it keeps if energy skips nothing."""

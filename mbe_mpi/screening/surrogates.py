@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from itertools import combinations
 from typing import Any
 
@@ -162,10 +162,12 @@ class _ModelChemistry:
                                        else self.frames.zero(self.names, task.basis))
 
 
-def surrogate_values(plan: Plan, owners: list[Nmer | None], kept: set[Nmer], results: Mapping[int, Values]) -> Surrogates:
-    """Values for every task whose owner n-mer (``owners``, by task index) is not ``kept``.
+def surrogate_values(plan: Plan, needed: Collection[int], results: Mapping[int, Values]) -> Surrogates:
+    """Values for every task that is not ``needed`` (by index: the tasks the kept n-mers need).
 
-    ``results`` holds the values (``ResultMessage.properties()``) of every task of a kept n-mer.
+    ``results`` holds the values (``ResultMessage.properties()``) of every needed task. The needed
+    tasks of each model chemistry are closed under subsystems, so each skipped task's subsystems have
+    values (results, or surrogates of smaller skipped ones) when its own is formed.
     """
     core = plan.core
     treatments = {bt.value for bt in core.bsse_type}
@@ -175,7 +177,7 @@ def surrogate_values(plan: Plan, owners: list[Nmer | None], kept: set[Nmer], res
     out = Surrogates({})
     for mc_index, mc in enumerate(plan.model_chemistries):
         tasks = [t for t in plan.tasks if t.mc_index == mc_index]
-        skipped = [t for t in tasks if owners[t.index] not in kept]
+        skipped = [t for t in tasks if t.index not in needed]
         if not skipped:
             continue
         cp_tasks = set().union(*core.compute_map[mc]["cp"].values()) if core.compute_map[mc]["cp"] else set()

@@ -98,7 +98,7 @@ def screened_result(mbi, reference_result, rules):
             results[task.index] = task_values(plan, reference_result, task)
             expansion.record(task.index, results[task.index].energy)
     values = {index: message.properties() for index, message in results.items()}
-    surrogates = surrogate_values(plan, expansion.owners, expansion.kept, values)
+    surrogates = surrogate_values(plan, results.keys(), values)
     return assemble(plan, results, surrogates), expansion, plan
 
 
